@@ -1,0 +1,31 @@
+"""Exceptions raised by inseq_mixing."""
+
+from __future__ import annotations
+
+
+class DecompositionError(RuntimeError):
+    """The per-token decomposition of a layer does not reproduce the model's real outputs.
+
+    Raised by the extractors when a recorded decomposition disagrees with what the module actually computed,
+    instead of returning silently wrong numbers.
+    """
+
+    def __init__(self, model_class: str, layer_idx: int, check: str, error: float, tolerance: float) -> None:
+        self.model_class = model_class
+        self.layer_idx = layer_idx
+        self.check = check
+        self.error = error
+        self.tolerance = tolerance
+        super().__init__(
+            f"{model_class}, layer {layer_idx}: check '{check}' failed: the decomposition differs from the module's "
+            f"real output by {error:.3g} (tolerance {tolerance:.3g}). The model's structure does not match its "
+            "adapter; see docs/architectures.md for how adapters are declared."
+        )
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's architecture has no registered adapter."""
+
+
+class UnknownMethodError(ValueError):
+    """The requested context-mixing method does not exist."""

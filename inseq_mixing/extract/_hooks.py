@@ -1,0 +1,279 @@
+"""Generic machinery that turns an :class:`Adapter` into forward hooks producing one :class:`LayerRecord` per block.
+
+Hooks read only module boundaries (inputs and outputs of projections, norms, the attention module and the block).
+Each block's record is assembled when the block finishes, verified against the real outputs, handed to a callback
+and dropped, so at most one layer's attention weights are held at a time.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+from ..errors import DecompositionError, UnsupportedArchitectureError
+from ..record import AttentionRecord, LayerRecord, NormRecord
+from ._adapter import Adapter
+from ._verify import tolerance_for, verify_layer
+
+OnLayer = Callable[[LayerRecord], None]
+
+
+def resolve(root: nn.Module, path: str) -> nn.Module:
+    """Return the submodule at dotted ``path``; raise :class:`UnsupportedArchitectureError` if it is missing."""
+    module = root
+    for name in path.split("."):
+        if not hasattr(module, name):
+            raise UnsupportedArchitectureError(
+                f"{type(root).__name__} has no submodule '{path}' (missing '{name}'); the adapter does not match "
+                "this model's structure."
+            )
+        module = getattr(module, name)
+    return module
+
+
+def _first_tensor(output: Any) -> Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _configs_of(model: nn.Module) -> list[PretrainedConfig]:
+    seen: dict[int, PretrainedConfig] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            seen.setdefault(id(config), config)
+            for key in getattr(config, "sub_configs", {}) or {}:
+                sub = getattr(config, key, None)
+                if isinstance(sub, PretrainedConfig):
+                    seen.setdefault(id(sub), sub)
+    return list(seen.values())
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with eager attention (which returns the attention weights), restoring the setting after."""
+    saved = [(config, config.__dict__.get("_attn_implementation_internal")) for config in _configs_of(model)]
+    try:
+        for config, _ in saved:
+            config.__dict__["_attn_implementation_internal"] = "eager"
+        yield
+    finally:
+        for config, value in saved:
+            config.__dict__["_attn_implementation_internal"] = value
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode (no dropout), restoring its training flag after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def output_projection_per_head(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
+    """Split an output projection into per-head rows ``[head, d_head, d_model]`` and its bias."""
+    if isinstance(module, nn.Linear):
+        weight = module.weight.t()
+    elif isinstance(module, Conv1D):
+        weight = module.weight
+    else:
+        raise UnsupportedArchitectureError(
+            f"Output projection of type {type(module).__name__} is not supported; expected nn.Linear or Conv1D."
+        )
+    d_in, d_model = weight.shape
+    return weight.reshape(n_heads, d_in // n_heads, d_model), module.bias
+
+
+class _BlockRecorder:
+    """Collects one block's tensors from its hooks and emits a verified :class:`LayerRecord`."""
+
+    def __init__(self, layer_idx: int, block: nn.Module, adapter: Adapter, model_class: str, on_layer: OnLayer):
+        self.layer_idx = layer_idx
+        self.block = block
+        self.adapter = adapter
+        self.model_class = model_class
+        self.on_layer = on_layer
+        self.attention = resolve(block, adapter.attention)
+        self.value = resolve(block, adapter.value)
+        self.output_proj = resolve(block, adapter.output_proj)
+        self.norm1 = resolve(block, adapter.norm1)
+        self.norm2 = resolve(block, adapter.norm2)
+        self.ffn = [resolve(block, path) for path in adapter.ffn]
+        self.slots: dict[str, Tensor] = {}
+        self.paused = False
+
+    def attach(self) -> list[RemovableHandle]:
+        """Register the hooks; the caller removes the returned handles."""
+        handles = [
+            self.block.register_forward_pre_hook(self._on_block_input, with_kwargs=True),
+            self.attention.register_forward_hook(self._on_attention),
+            self.value.register_forward_hook(self._storer("values")),
+            self.output_proj.register_forward_hook(self._storer("attention_output")),
+            self.norm1.register_forward_pre_hook(self._input_storer("norm1_input")),
+            self.norm1.register_forward_hook(self._storer("norm1_output")),
+            self.norm2.register_forward_pre_hook(self._input_storer("norm2_input")),
+            self.norm2.register_forward_hook(self._storer("norm2_output")),
+            self.ffn[-1].register_forward_hook(self._storer("ffn_output")),
+            self.block.register_forward_hook(self._on_block_output),
+        ]
+        if "output_attentions" in inspect.signature(self.attention.forward).parameters:
+            # Attention classes chosen at construction (e.g. BERT's SDPA class in transformers 4.x) return their
+            # weights only when asked; asking this one module keeps the model from collecting every layer's.
+            handles.append(self.attention.register_forward_pre_hook(self._ask_for_weights, with_kwargs=True))
+        return handles
+
+    def _store(self, name: str, tensor: Tensor) -> None:
+        if not self.paused:
+            self.slots[name] = tensor
+
+    def _storer(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self._store(name, _first_tensor(output))
+
+        return hook
+
+    def _input_storer(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self._store(name, inputs[0])
+
+        return hook
+
+    def _ask_for_weights(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs)
+        bound.arguments["output_attentions"] = True
+        return bound.args, bound.kwargs
+
+    def _on_block_input(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if hidden is None:
+            raise UnsupportedArchitectureError(
+                f"{self.model_class}: block {self.layer_idx} was called without a positional input or "
+                "'hidden_states' keyword; cannot record the residual stream."
+            )
+        self.slots.clear()
+        self._store("residual", hidden)
+
+    def _on_attention(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+        if not isinstance(weights, Tensor) or weights.dim() != 4:
+            raise DecompositionError(self.model_class, self.layer_idx, "attention weights returned", float("inf"), 0)
+        self._store("alpha", weights)
+
+    def _on_block_output(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        if self.paused:
+            return
+        self._store("output", _first_tensor(output))
+        record = self._build_record()
+        self.slots.clear()
+        verify_layer(record, self.model_class, tolerance_for(record.output.dtype))
+        self.paused = True
+        try:
+            self.on_layer(record)
+        finally:
+            self.paused = False
+
+    def _norm_record(self, module: nn.Module, prefix: str) -> NormRecord:
+        weight = getattr(module, "weight", None)
+        if weight is not None and self.adapter.norm_weight_offset:
+            weight = weight + self.adapter.norm_weight_offset
+        return NormRecord(
+            kind=self.adapter.norm_kind,
+            weight=weight,
+            bias=getattr(module, "bias", None),
+            eps=float(getattr(module, self.adapter.norm_eps_attr)),
+            input=self.slots[f"{prefix}_input"],
+            output=self.slots[f"{prefix}_output"],
+        )
+
+    def _build_record(self) -> LayerRecord:
+        missing = {"residual", "alpha", "values", "attention_output", "norm1_input", "norm1_output", "norm2_input",
+                   "norm2_output", "ffn_output", "output"} - self.slots.keys()
+        if missing:
+            raise DecompositionError(
+                self.model_class, self.layer_idx, f"hooks fired for all parts (missing: {sorted(missing)})",
+                float("inf"), 0,
+            )
+        alpha = self.slots["alpha"]
+        n_heads = alpha.shape[1]
+        w_o, b_o = output_projection_per_head(self.output_proj, n_heads)
+        d_head = w_o.shape[1]
+        values = self.slots["values"]
+        if self.adapter.value_split is not None:
+            values = self.adapter.value_split(values, n_heads, d_head)
+        batch, n_keys, width = values.shape
+        n_kv_heads = width // d_head
+        if n_kv_heads * d_head != width or n_heads % n_kv_heads:
+            raise DecompositionError(self.model_class, self.layer_idx, "value heads layout", float("inf"), 0)
+        values_bhke = values.reshape(batch, n_keys, n_kv_heads, d_head).transpose(1, 2)
+        if n_kv_heads != n_heads:
+            values_bhke = values_bhke.repeat_interleave(n_heads // n_kv_heads, dim=1)
+        return LayerRecord(
+            layer_idx=self.layer_idx,
+            pre_norm=self.adapter.pre_norm,
+            residual=self.slots["residual"],
+            attention=AttentionRecord(
+                alpha=alpha, values=values_bhke, w_o=w_o, b_o=b_o, output=self.slots["attention_output"]
+            ),
+            norm1=self._norm_record(self.norm1, "norm1"),
+            norm2=self._norm_record(self.norm2, "norm2"),
+            ffn_output=self.slots["ffn_output"],
+            output=self.slots["output"],
+            rest_of_block=self._rest_of_block(self.slots["residual"]),
+        )
+
+    def _rest_of_block(self, residual: Tensor) -> Callable[[Tensor], Tensor]:
+        """Map an attention output to the block output, rerunning only the modules after the attention."""
+
+        def ffn(h: Tensor) -> Tensor:
+            for module in self.ffn:
+                h = _first_tensor(module(h))
+            return h
+
+        def rest(attention_output: Tensor) -> Tensor:
+            with self._paused():
+                if self.adapter.pre_norm:
+                    m = residual + attention_output
+                    return m + ffn(self.norm2(m))
+                h = self.norm1(residual + attention_output)
+                return self.norm2(h + ffn(h))
+
+        return rest
+
+    @contextmanager
+    def _paused(self) -> Iterator[None]:
+        previous, self.paused = self.paused, True
+        try:
+            yield
+        finally:
+            self.paused = previous
+
+
+@contextmanager
+def recording(model: PreTrainedModel, adapter: Adapter, on_layer: OnLayer) -> Iterator[None]:
+    """Within this context, every forward of ``model`` calls ``on_layer`` with each block's verified record.
+
+    Attention runs eagerly and the model in eval mode; hooks and settings are restored on exit, also on error.
+    """
+    blocks = resolve(model.base_model, adapter.blocks)
+    recorders = [
+        _BlockRecorder(idx, block, adapter, type(model).__name__, on_layer) for idx, block in enumerate(blocks)
+    ]
+    handles: list[RemovableHandle] = []
+    try:
+        with eager_attention(model), eval_mode(model), torch.no_grad():
+            for recorder in recorders:
+                handles.extend(recorder.attach())
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()

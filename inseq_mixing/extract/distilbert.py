@@ -1,0 +1,17 @@
+"""DistilBERT: post-LN encoder whose attention module includes the output projection."""
+
+from ._adapter import Adapter
+
+DISTILBERT = Adapter(
+    family="DistilBERT",
+    blocks="transformer.layer",
+    attention="attention",
+    value="attention.v_lin",
+    output_proj="attention.out_lin",
+    norm1="sa_layer_norm",
+    norm2="output_layer_norm",
+    ffn=("ffn",),
+    norm_kind="layer",
+    pre_norm=False,
+    is_causal=False,
+)

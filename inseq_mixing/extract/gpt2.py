@@ -1,0 +1,26 @@
+"""GPT-2: pre-LN decoder with a fused q/k/v ``Conv1D`` projection."""
+
+from torch import Tensor
+
+from ._adapter import Adapter
+
+
+def split_thirds(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
+    """Return the value third of a fused ``[q | k | v]`` projection output."""
+    return fused[..., 2 * n_heads * d_head : 3 * n_heads * d_head]
+
+
+GPT2 = Adapter(
+    family="GPT-2",
+    blocks="h",
+    attention="attn",
+    value="attn.c_attn",
+    value_split=split_thirds,
+    output_proj="attn.c_proj",
+    norm1="ln_1",
+    norm2="ln_2",
+    ffn=("mlp",),
+    norm_kind="layer",
+    pre_norm=True,
+    is_causal=True,
+)

@@ -1,0 +1,18 @@
+"""Llama, Mistral and Qwen2: pre-RMSNorm decoders with rotary positions and grouped-query attention."""
+
+from ._adapter import Adapter
+
+LLAMA = Adapter(
+    family="Llama / Mistral / Qwen2",
+    blocks="layers",
+    attention="self_attn",
+    value="self_attn.v_proj",
+    output_proj="self_attn.o_proj",
+    norm1="input_layernorm",
+    norm2="post_attention_layernorm",
+    ffn=("mlp",),
+    norm_kind="rms",
+    pre_norm=True,
+    is_causal=True,
+    norm_eps_attr="variance_epsilon",
+)

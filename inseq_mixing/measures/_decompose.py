@@ -1,0 +1,82 @@
+"""Shared decomposition machinery: per-head value vectors, norm linearizations and Gram-matrix L2 norms.
+
+For one layer, token ``j`` sends ``z_ij = Σ_h α^h_ij f^h(x_j)`` to token ``i`` with ``f^h(x_j) = v^h_j W_O^h``.
+The measures add the residual ``δ_ij x_i`` and pass the result through zero, one or two normalization layers,
+each a per-token linear map ``L`` followed by a per-row scale ``1/σ_i`` (see :mod:`._norms`). The L2 norm of
+``c_i · L(Σ_h α^h_ij f^h_j + δ_ij x_i)`` is computed from per-key Gram matrices ``G_j[h, g] = ⟨L f^h_j, L f^g_j⟩``,
+never from an ``[query, key, d_model]`` tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..record import AttentionRecord, NormRecord
+from ._chunks import query_chunks
+from ._norms import inverse_scale, linear_part
+
+
+def head_vectors(attention: AttentionRecord) -> Float[Tensor, "batch head key d_model"]:
+    """``f^h(x_j) = v^h_j W_O^h`` for every head and key, in float32 (value bias inside, output bias outside)."""
+    return torch.einsum("bhke,hed->bhkd", attention.values.float(), attention.w_o.float())
+
+
+def apply_linear_parts(norms: Sequence[NormRecord], v: Tensor) -> Tensor:
+    """Apply the linear parts (no ``1/σ`` scale, no bias) of ``norms`` in order."""
+    for norm in norms:
+        v = linear_part(norm, v)
+    return v
+
+
+def row_scale(norms: Sequence[NormRecord], like: Tensor) -> Float[Tensor, "batch query"]:
+    """The product of the norms' ``1/σ_i`` per query row (ones without norms); ``like`` is ``[batch, query, ...]``."""
+    scale = torch.ones(like.shape[:2], dtype=torch.float32, device=like.device)
+    for norm in norms:
+        scale = scale * inverse_scale(norm)
+    return scale
+
+
+def transformed_l2_norms(
+    attention: AttentionRecord,
+    *,
+    residual: Float[Tensor, "batch query d_model"] | None,
+    norms: Sequence[NormRecord],
+    memory_budget: int,
+) -> Float[Tensor, "batch query key"]:
+    """``‖c_i · L(Σ_h α^h_ij f^h_j + δ_ij x_i)‖₂`` for every query ``i`` and key ``j``, via per-key Gram matrices.
+
+    Args:
+        attention: The attention record (self-attention when ``residual`` is given: queries and keys coincide).
+        residual: ``x_i`` added on the diagonal, or ``None`` for no residual.
+        norms: Normalization layers applied in order (their linear parts; their ``1/σ`` scales multiply rows).
+        memory_budget: Bytes allowed for per-chunk intermediates ``[batch, chunk, key, head]``.
+
+    Returns:
+        Non-negative norms ``[batch, query, key]``.
+    """
+    alpha_bhqk = attention.alpha
+    batch, n_heads, n_queries, n_keys = alpha_bhqk.shape
+    f_bhkd = apply_linear_parts(norms, head_vectors(attention))
+    gram_bkhg = torch.einsum("bhkd,bgkd->bkhg", f_bhkd, f_bhkd)
+    if residual is not None:
+        x_bqd = apply_linear_parts(norms, residual.float())
+        # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).
+        cross_bhq = torch.einsum("bhkd,bkd->bhk", f_bhkd, x_bqd)
+        x_sq_bq = x_bqd.pow(2).sum(-1)
+    scale_bq = row_scale(norms, attention.output)
+    out_bqk = torch.empty(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
+    for chunk in query_chunks(n_queries, 3 * 4 * batch * n_keys * n_heads, memory_budget):
+        alpha_bqkh = alpha_bhqk[:, :, chunk].float().permute(0, 2, 3, 1)
+        weighted_bqkg = torch.einsum("bqkh,bkhg->bqkg", alpha_bqkh, gram_bkhg)
+        sq_bqk = (weighted_bqkg * alpha_bqkh).sum(-1)
+        if residual is not None:
+            rows = torch.arange(chunk.start, chunk.stop, device=alpha_bhqk.device)
+            alpha_diag_bhq = alpha_bhqk[:, :, rows, rows].float()
+            diag_bq = 2 * (alpha_diag_bhq * cross_bhq[:, :, chunk]).sum(1) + x_sq_bq[:, chunk]
+            sq_bqk[:, rows - chunk.start, rows] += diag_bq
+        out_bqk[:, chunk] = sq_bqk.clamp_min(0).sqrt() * scale_bq[:, chunk, None]
+    return out_bqk

@@ -1,0 +1,48 @@
+"""Normalization layers as per-token linear maps, given the statistics of the true vectors they normalized.
+
+``LN(y) = γ ⊙ (y − mean(y)) / σ(y) + β`` and ``RMS(y) = γ ⊙ y / σ(y)``: with ``σ`` taken from the TRUE vector, the
+map ``v ↦ γ ⊙ P v / σ`` (``P`` centres for LayerNorm, is the identity for RMSNorm) is linear, so any decomposition of
+``y`` into parts passes through it exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..record import NormRecord
+
+
+def inverse_scale(norm: NormRecord) -> Float[Tensor, "batch query"]:
+    """``1 / σ(y)`` of every true input vector: ``1/sqrt(var + eps)`` (LayerNorm) or ``1/sqrt(mean(y²) + eps)`` (RMS).
+
+    Statistics are accumulated in float32 whatever the model's dtype.
+    """
+    y = norm.input.float()
+    if norm.kind == "layer":
+        second_moment = y.var(dim=-1, unbiased=False)
+    else:
+        second_moment = y.pow(2).mean(dim=-1)
+    return torch.rsqrt(second_moment + norm.eps)
+
+
+def linear_part(norm: NormRecord, v: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+    """Apply the norm's linear map without the ``1/σ`` scale: ``γ ⊙ (v − mean(v))`` or ``γ ⊙ v``."""
+    if norm.kind == "layer":
+        v = v - v.mean(dim=-1, keepdim=True)
+    if norm.weight is not None:
+        v = v * norm.weight.float()
+    return v
+
+
+def linearized(norm: NormRecord, v: Float[Tensor, "batch query d_model"]) -> Float[Tensor, "batch query d_model"]:
+    """The norm applied to ``v`` with the true inputs' statistics, bias excluded: ``linear_part(v) / σ``."""
+    return linear_part(norm, v.float()) * inverse_scale(norm).unsqueeze(-1)
+
+
+def bias_or_zero(norm: NormRecord, like: Tensor) -> Tensor:
+    """The norm's shift β in float32, or zeros shaped like the last dimension of ``like``."""
+    if norm.bias is None:
+        return torch.zeros(like.shape[-1], dtype=torch.float32, device=like.device)
+    return norm.bias.float()

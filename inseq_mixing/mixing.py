@@ -1,0 +1,137 @@
+"""The functional API: context-mixing matrices of a model on a batch of token ids."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from .errors import DecompositionError, UnknownMethodError
+from .extract import blocks_of, get_adapter, recording
+from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, Measure
+from .record import LayerRecord
+from .rollout import normalize_rows, rollout as roll_out
+
+ROLLOUT_ALIASES = {"attention_rollout": "attention"}
+"""Method names that mean "this measure, rolled out"."""
+
+METHODS: tuple[str, ...] = (*MEASURES, *ROLLOUT_ALIASES)
+"""Every method name :func:`context_mixing` accepts."""
+
+
+def resolve_method(method: str) -> tuple[Measure, bool]:
+    """Return the measure behind ``method`` and whether the name itself asks for a rollout.
+
+    Raises:
+        UnknownMethodError: If ``method`` is not a known name.
+    """
+    if method in ROLLOUT_ALIASES:
+        return MEASURES[ROLLOUT_ALIASES[method]], True
+    if method not in MEASURES:
+        raise UnknownMethodError(f"Unknown context-mixing method {method!r}; available: {', '.join(METHODS)}.")
+    return MEASURES[method], False
+
+
+def model_inputs(
+    model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor | None
+) -> tuple[dict[str, Tensor | bool], Tensor]:
+    """Batch the inputs, put them on the model's device and return ``(forward kwargs, attention mask)``.
+
+    Causal models get position ids derived from the attention mask, so a left-padded sequence is computed exactly
+    as it would be alone.
+    """
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+        attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device=device).long()
+    if mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; expected {tuple(input_ids.shape)}.")
+    kwargs: dict[str, Tensor | bool] = {"input_ids": input_ids, "attention_mask": mask}
+    if get_adapter(model).is_causal:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+        kwargs["use_cache"] = False
+    return kwargs, mask
+
+
+def per_layer_mixing(
+    model: PreTrainedModel,
+    input_ids: Int[Tensor, "batch seq"],
+    measure: Measure,
+    *,
+    attention_mask: Int[Tensor, "batch seq"] | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> tuple[Float[Tensor, "batch layer query key"], Int[Tensor, "batch seq"]]:
+    """Run one forward pass and return every layer's unnormalized matrix (padding zeroed) and the attention mask.
+
+    Each layer's record is turned into its matrix inside the forward pass and dropped.
+    """
+    adapter = get_adapter(model)
+    kwargs, mask = model_inputs(model, input_ids, attention_mask)
+    batch, seq = mask.shape
+    n_layers = len(blocks_of(model))
+    out = torch.zeros(batch, n_layers, seq, seq, dtype=torch.float32, device=mask.device)
+    done: set[int] = set()
+
+    def on_layer(record: LayerRecord) -> None:
+        out[:, record.layer_idx] = measure(record, memory_budget=memory_budget)
+        done.add(record.layer_idx)
+
+    with recording(model, adapter, on_layer):
+        model.base_model(**kwargs)
+    if len(done) != n_layers:
+        missing = sorted(set(range(n_layers)) - done)
+        raise DecompositionError(type(model).__name__, missing[0], "every block recorded", float("inf"), 0)
+    valid = mask.bool()
+    out *= valid[:, None, :, None] & valid[:, None, None, :]
+    return out, mask
+
+
+def context_mixing(
+    model: PreTrainedModel,
+    input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],
+    method: str,
+    *,
+    attention_mask: Int[Tensor, "batch seq"] | None = None,
+    rollout: bool = False,
+    normalize: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Float[Tensor, "batch layer query key"]:
+    """Context-mixing matrices of every layer: how much each token's representation draws on every other token.
+
+    Args:
+        model: A Hugging Face model of a supported architecture (bare or with a head), in any dtype and device.
+        input_ids: Token ids ``[batch, seq]`` (or ``[seq]``).
+        method: One of :data:`METHODS`: ``attention``, ``attention_rollout``, ``attention_norm``,
+            ``attention_norm_res``, ``attention_norm_res_ln``, ``globenc``, ``alti``.
+        attention_mask: 1 for real tokens, 0 for padding (left or right); defaults to all ones.
+        rollout: Return the rollout through each layer instead of the layer-wise matrices
+            (``attention_rollout`` always does).
+        normalize: Row-normalize each layer's matrix (the reference implementations' convention). With ``False`` the
+            raw scores are returned, and a rollout multiplies the raw matrices (GlobEnc's original aggregation).
+        memory_budget: Bytes a measure may use for its per-chunk intermediates; larger inputs are processed in
+            more chunks instead of failing.
+
+    Returns:
+        ``[batch, layer, query, key]`` float32 on the model's device: row = receiving token, column = contributing
+        token. Padding rows and columns are 0; for causal models entries with ``key > query`` are 0. Normalized rows
+        of real tokens sum to 1. With ``rollout=True`` entry ``l`` is the rollout through layer ``l``.
+
+    Raises:
+        UnknownMethodError: For an unknown ``method``.
+        UnsupportedArchitectureError: If the model's architecture has no adapter.
+        DecompositionError: If a layer's decomposition does not reproduce the model's real outputs.
+
+    Example:
+        >>> mixing = context_mixing(model, tokenizer("The cat sat", return_tensors="pt").input_ids, "alti")
+        >>> mixing.shape  # [1, num_layers, seq, seq]
+    """
+    measure, is_rollout = resolve_method(method)
+    mixing, _ = per_layer_mixing(model, input_ids, measure, attention_mask=attention_mask, memory_budget=memory_budget)
+    if normalize:
+        mixing = normalize_rows(mixing)
+    if rollout or is_rollout:
+        mixing = roll_out(mixing, add_identity=not measure.includes_residual, normalize_layers=normalize)
+    return mixing

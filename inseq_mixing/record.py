@@ -1,0 +1,99 @@
+"""The plain per-layer record that extractors produce and measures consume.
+
+Only tensors and a few flags live here, so that ``measures/`` and ``rollout.py`` never see a module or a hook. Shapes
+use the glossary ``batch layer head query key d_model d_head``. For self-attention ``query`` and ``key`` index the
+same tokens; a cross-attention record (encoder-decoder models) uses the same :class:`AttentionRecord` with ``key``
+indexing the source tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from jaxtyping import Float
+from torch import Tensor
+
+NormKind = Literal["layer", "rms"]
+
+
+@dataclass(frozen=True)
+class NormRecord:
+    """A normalization layer together with the true vectors it normalized.
+
+    ``LN(y) = weight ⊙ (y − mean(y)) / sqrt(var(y) + eps) + bias`` (biased variance) for ``kind="layer"`` and
+    ``RMS(y) = weight ⊙ y / sqrt(mean(y²) + eps)`` for ``kind="rms"``. Given the statistics of ``input``, both are
+    linear maps, which is what makes a per-token decomposition through them exact.
+
+    Attributes:
+        kind: ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
+        weight: The scale γ as it multiplies the normalized vector (for norms that store ``γ − 1`` the offset
+            is already added), or ``None`` when the norm has no scale.
+        bias: The shift β, or ``None``.
+        eps: The epsilon added to the variance (or mean square).
+        input: The true vectors that were normalized, ``[batch, query, d_model]``.
+        output: The module's real output, ``[batch, query, d_model]``.
+    """
+
+    kind: NormKind
+    weight: Float[Tensor, " d_model"] | None
+    bias: Float[Tensor, " d_model"] | None
+    eps: float
+    input: Float[Tensor, "batch query d_model"]
+    output: Float[Tensor, "batch query d_model"]
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """One multi-head attention module, split per head.
+
+    The module output is ``Σ_h α^h v^h W_O^h + b_O`` with ``v`` the value vectors (value bias included).
+
+    Attributes:
+        alpha: Attention weights ``[batch, head, query, key]`` (post-softmax, eval mode).
+        values: Value vectors per query head ``[batch, head, key, d_head]``, value bias included; grouped-query
+            models have their key/value heads repeated to the query heads.
+        w_o: Rows of the output projection that read each head, ``[head, d_head, d_model]``.
+        b_o: The output projection bias ``[d_model]`` or ``None``.
+        output: The real attention output (after the output projection, bias included) ``[batch, query, d_model]``.
+    """
+
+    alpha: Float[Tensor, "batch head query key"]
+    values: Float[Tensor, "batch head key d_head"]
+    w_o: Float[Tensor, "head d_head d_model"]
+    b_o: Float[Tensor, " d_model"] | None
+    output: Float[Tensor, "batch query d_model"]
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Everything the measures need about one Transformer block.
+
+    Post-LN blocks (BERT): ``h = norm1(x + Attn(x))``, ``out = norm2(h + FFN(h))``.
+    Pre-LN blocks (GPT-2, Llama): ``m = x + Attn(norm1(x))``, ``out = m + FFN(norm2(m))``.
+
+    Attributes:
+        layer_idx: Index of the block (0 = first).
+        pre_norm: ``True`` for pre-LN blocks, ``False`` for post-LN blocks.
+        residual: The block input ``x``, which the residual connection around attention carries.
+        attention: The self-attention module split per head.
+        norm1: Post-LN: the norm after the attention residual (input ``x + Attn(x)``). Pre-LN: the norm the
+            attention reads (input ``x``).
+        norm2: Post-LN: the norm after the FFN residual. Pre-LN: the norm the FFN reads (input
+            ``m = x + Attn(norm1(x))``).
+        ffn_output: The feed-forward network's output ``FFN(·)``.
+        output: The block output.
+        rest_of_block: Maps a (possibly modified) attention output ``[batch, query, d_model]`` to the block output,
+            recomputing only what follows the attention (used by value zeroing); ``None`` if not provided.
+    """
+
+    layer_idx: int
+    pre_norm: bool
+    residual: Float[Tensor, "batch query d_model"]
+    attention: AttentionRecord
+    norm1: NormRecord
+    norm2: NormRecord
+    ffn_output: Float[Tensor, "batch query d_model"]
+    output: Float[Tensor, "batch query d_model"]
+    rest_of_block: Callable[[Tensor], Tensor] | None = None
