@@ -58,10 +58,10 @@ def model_inputs(
 
 def per_layer_mixing(
     model: PreTrainedModel,
-    input_ids: Int[Tensor, "batch seq"],
+    input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],
     measure: Measure,
     *,
-    attention_mask: Int[Tensor, "batch seq"] | None = None,
+    attention_mask: Int[Tensor, "batch seq"] | Int[Tensor, " seq"] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> tuple[Float[Tensor, "batch layer query key"], Int[Tensor, "batch seq"]]:
     """Run one forward pass and return every layer's unnormalized matrix (padding zeroed) and the attention mask.

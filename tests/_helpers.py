@@ -1,0 +1,40 @@
+"""Helpers shared by the tests: tiny models of every supported family, sample inputs, record collection."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import torch
+from transformers import PreTrainedModel
+
+from inseq_mixing.extract import ADAPTERS, recording
+from inseq_mixing.extract import get_adapter as _get_adapter
+from inseq_mixing.record import LayerRecord
+
+from ._tiny_models import TINY_CONFIGS, build_tiny_model
+
+REFERENCE_DIR = pathlib.Path(__file__).parent / "data" / "reference"
+
+SUPPORTED_TINY_TYPES = tuple(sorted(t for t in ADAPTERS if t in TINY_CONFIGS))
+"""Every adapter's model type that has a tiny test config."""
+
+
+@functools.cache
+def tiny_model(model_type: str, seed: int = 0) -> PreTrainedModel:
+    """A cached tiny random model of ``model_type`` (non-trivial norm weights and biases)."""
+    return build_tiny_model(model_type, seed=seed)
+
+
+def sample_inputs(model: PreTrainedModel, batch: int = 2, seq: int = 7, seed: int = 0) -> torch.Tensor:
+    """Random token ids avoiding special tokens (ids < 5)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(5, model.config.vocab_size, (batch, seq), generator=generator)
+
+
+def collect_records(model: PreTrainedModel, input_ids: torch.Tensor, **kwargs) -> list[LayerRecord]:
+    """Run a forward pass and keep every layer's verified record."""
+    records: list[LayerRecord] = []
+    with recording(model, _get_adapter(model), records.append):
+        model.base_model(input_ids=input_ids, **kwargs)
+    return records

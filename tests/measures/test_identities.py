@@ -1,0 +1,76 @@
+"""Exactness on tiny random models of every family: the fast measures equal their definitions, and the per-token
+parts add up to the modules' real outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from inseq_mixing.measures import MEASURES
+
+from .._helpers import collect_records, sample_inputs
+from .._naive import (
+    alti_bias,
+    attention_vectors,
+    norm_after_residual,
+    norm_bias,
+    naive_measure,
+    output_bias,
+    through_norm,
+    with_residual,
+)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5) -> None:
+    """``max|actual − expected| ≤ tol · max(1, max|expected|)``."""
+    expected = expected.double()
+    scale = max(1.0, expected.abs().max().item())
+    assert (actual.double() - expected).abs().max().item() <= tol * scale
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+def test_measure_equals_its_definition(model: PreTrainedModel, name: str) -> None:
+    for record in collect_records(model, sample_inputs(model)):
+        assert_close(MEASURES[name](record), naive_measure(record, name))
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+def test_measure_is_independent_of_memory_budget(model: PreTrainedModel, name: str) -> None:
+    record = collect_records(model, sample_inputs(model))[0]
+    assert_close(MEASURES[name](record, memory_budget=1), MEASURES[name](record), tol=1e-6)
+
+
+def test_attention_vectors_sum_to_attention_output(model: PreTrainedModel) -> None:
+    for record in collect_records(model, sample_inputs(model)):
+        rebuilt = attention_vectors(record).sum(2) + output_bias(record)
+        assert_close(rebuilt, record.attention.output)
+
+
+def test_residual_vectors_through_norm_sum_to_norm_output(model: PreTrainedModel) -> None:
+    """+RES1+LN1: ``Σ_j t_ij + γ P b_O / σ + β`` is the output of the norm after the residual addition."""
+    for record in collect_records(model, sample_inputs(model)):
+        norm = norm_after_residual(record)
+        batch, n, _ = record.residual.shape
+        t = through_norm(norm, with_residual(record, attention_vectors(record)))
+        bias = through_norm(norm, output_bias(record).expand(batch, n, -1)) + norm_bias(norm)
+        assert_close(t.sum(2) + bias, norm.output)
+
+
+def test_alti_resultant_is_the_real_output(model: PreTrainedModel) -> None:
+    """ALTI's transformed vectors plus bias terms rebuild the norm-1 output (post-LN) or residual stream (pre-LN)."""
+    for record in collect_records(model, sample_inputs(model)):
+        r = with_residual(record, attention_vectors(record))
+        transformed = r if record.pre_norm else through_norm(record.norm1, r)
+        real = record.norm2.input if record.pre_norm else record.norm1.output
+        assert_close(transformed.sum(2) + alti_bias(record), real)
+
+
+def test_causal_models_have_no_future_contributions(model: PreTrainedModel, model_type: str) -> None:
+    from inseq_mixing.extract import get_adapter
+
+    if not get_adapter(model).is_causal:
+        pytest.skip("encoder")
+    for record in collect_records(model, sample_inputs(model)):
+        for name, measure in MEASURES.items():
+            assert measure(record).triu(1).abs().max().item() == 0, name
