@@ -65,7 +65,7 @@ def run_mix(args: argparse.Namespace) -> int:
     for token in tokens:
         table.add_column(token, justify="right")
     last = mixing[-1]
-    for token, row in zip(tokens, last.tolist()):
+    for token, row in zip(tokens, last.tolist(), strict=True):
         table.add_row(token, *(f"{value:.{args.digits}f}" for value in row))
     console = Console()
     console.print(table)

@@ -11,7 +11,8 @@ from .errors import DecompositionError, UnknownMethodError
 from .extract import blocks_of, get_adapter, recording
 from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, Measure
 from .record import LayerRecord
-from .rollout import normalize_rows, rollout as roll_out
+from .rollout import normalize_rows
+from .rollout import rollout as roll_out
 
 ROLLOUT_ALIASES = {"attention_rollout": "attention"}
 """Method names that mean "this measure, rolled out"."""

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def _pyplot():  # noqa: ANN202
+def _pyplot():
     try:
         import matplotlib
 

@@ -196,12 +196,25 @@ class _BlockRecorder:
         )
 
     def _build_record(self) -> LayerRecord:
-        missing = {"residual", "alpha", "values", "attention_output", "norm1_input", "norm1_output", "norm2_input",
-                   "norm2_output", "ffn_output", "output"} - self.slots.keys()
+        missing = {
+            "residual",
+            "alpha",
+            "values",
+            "attention_output",
+            "norm1_input",
+            "norm1_output",
+            "norm2_input",
+            "norm2_output",
+            "ffn_output",
+            "output",
+        } - self.slots.keys()
         if missing:
             raise DecompositionError(
-                self.model_class, self.layer_idx, f"hooks fired for all parts (missing: {sorted(missing)})",
-                float("inf"), 0,
+                self.model_class,
+                self.layer_idx,
+                f"hooks fired for all parts (missing: {sorted(missing)})",
+                float("inf"),
+                0,
             )
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]

@@ -13,9 +13,9 @@ from .._helpers import collect_records, sample_inputs
 from .._naive import (
     alti_bias,
     attention_vectors,
+    naive_measure,
     norm_after_residual,
     norm_bias,
-    naive_measure,
     output_bias,
     through_norm,
     with_residual,
