@@ -7,9 +7,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..record import LayerRecord
-from ._chunks import DEFAULT_MEMORY_BUDGET, query_chunks
+from ._chunks import DEFAULT_MEMORY_BUDGET
 from ._decompose import apply_linear_parts, head_vectors, row_scale
 from ._norms import bias_or_zero
+
+CACHE_FRIENDLY_BYTES = 32 << 20
+"""Upper bound on one key chunk's ``[key, query, d_model]`` block: small blocks stay in cache and run faster."""
 
 
 def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Float[Tensor, "batch query key"]:
@@ -25,12 +28,14 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     σ without ε inside the variance; we use the norm's true ``sqrt(var + ε)`` so the resultant is exact (the two
     agree to 1e-7 for BERT's ε = 1e-12).
 
-    The L1 distances need the vectors themselves: they are built in chunks of query positions so that
-    ``[batch, chunk, key, d_model]`` intermediates stay within ``memory_budget``.
+    The L1 distances need the vectors themselves. They are formed key chunk by key chunk as
+    ``ŷ_i − Σ_h α^h_ij L f^h_j`` with one batched matrix product (``ŷ = y/σ``; the scale factors out of the norm),
+    in ``[key, query, d_model]`` blocks bounded by ``memory_budget``; queries that put no weight on a chunk
+    (the future of a causal model) are skipped.
 
     Args:
         record: One layer's record.
-        memory_budget: Bytes allowed for per-chunk intermediates.
+        memory_budget: Bytes allowed for one chunk's intermediates.
 
     Returns:
         Non-negative, unnormalized contributions ``[batch, query, key]`` in float32 (rows are divided by their sum
@@ -45,16 +50,36 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     d_model = x_bqd.shape[-1]
     scale_bq = row_scale(norms, x_bqd)
     b_o = attention.b_o.float() if attention.b_o is not None else torch.zeros_like(x_bqd[0, 0])
-    bias_bqd = apply_linear_parts(norms, b_o).expand_as(x_bqd) * scale_bq[..., None]
+    # ŷ_i = y_i / σ_i: the attention sum, the residual, and the bias terms (β enters divided by the scale).
+    bias_bqd = apply_linear_parts(norms, b_o).expand_as(x_bqd)
     if norms:
-        bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd)
-    out_bqk = torch.empty(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
-    for chunk in query_chunks(n_queries, 3 * 4 * batch * n_keys * d_model, memory_budget):
-        rows = torch.arange(chunk.start, chunk.stop, device=alpha_bhqk.device)
-        t_bqkd = torch.einsum("bhqk,bhkd->bqkd", alpha_bhqk[:, :, chunk].float(), f_bhkd)
-        t_bqkd[:, rows - chunk.start, rows] += x_bqd[:, chunk]
-        t_bqkd *= scale_bq[:, chunk, None, None]
-        resultant_bqd = t_bqkd.sum(dim=2) + bias_bqd[:, chunk]
-        distance_bqk = (resultant_bqd[:, :, None] - t_bqkd).abs().sum(-1)
-        out_bqk[:, chunk] = (resultant_bqd.abs().sum(-1)[..., None] - distance_bqk).clamp_min(0)
-    return out_bqk
+        bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
+    attended_bqd = torch.einsum("bhqk,bhkd->bqd", alpha_bhqk.float(), f_bhkd)
+    y_hat_bqd = attended_bqd + x_bqd + bias_bqd
+    # The diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁.
+    diag = torch.arange(min(n_queries, n_keys), device=alpha_bhqk.device)
+    alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float()
+    self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd[:, :, diag]) + x_bqd[:, diag]
+    diag_distance_bq = (y_hat_bqd[:, diag] - self_bqd).abs().sum(-1)
+
+    y_norm_bq = y_hat_bqd.abs().sum(-1)
+    distance_bqk = y_norm_bq[:, :, None].expand(batch, n_queries, n_keys).clone()
+    block_bytes = min(memory_budget, CACHE_FRIENDLY_BYTES)
+    keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * n_queries * d_model)))
+    queries_per_chunk = max(1, block_bytes // (4 * keys_per_chunk * d_model))
+    for b in range(batch):
+        alpha_kqh = alpha_bhqk[b].permute(2, 1, 0)
+        f_khd = f_bhkd[b].transpose(0, 1)
+        for key_start in range(0, n_keys, keys_per_chunk):
+            keys = slice(key_start, min(key_start + keys_per_chunk, n_keys))
+            weighted_q = alpha_kqh[keys].abs().amax(dim=(0, 2)).nonzero()
+            if weighted_q.numel() == 0:
+                continue
+            for query_start in range(int(weighted_q[0]), n_queries, queries_per_chunk):
+                queries = slice(query_start, min(query_start + queries_per_chunk, n_queries))
+                alpha_kqh_chunk = alpha_kqh[keys, queries].float().contiguous()
+                y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
+                residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
+                distance_bqk[b, queries, keys] = residual_kqd.abs_().sum(-1).T
+    distance_bqk[:, diag, diag] = diag_distance_bq
+    return ((y_norm_bq[:, :, None] - distance_bqk) * scale_bq[:, :, None]).clamp_min(0)
