@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import torch
 from transformers import PreTrainedModel
 
 from ._helpers import SUPPORTED_TINY_TYPES, tiny_model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """Run single-threaded: for models this small, intra-op threads only add overhead (large on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=SUPPORTED_TINY_TYPES)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
+from inseq_mixing.extract import ADAPTERS
 from inseq_mixing.measures import MEASURES
 
-from .._helpers import collect_records, sample_inputs
+from .._helpers import SUPPORTED_TINY_TYPES, collect_records, sample_inputs, tiny_model
 from .._naive import (
     alti_bias,
     attention_vectors,
@@ -66,11 +67,9 @@ def test_alti_resultant_is_the_real_output(model: PreTrainedModel) -> None:
         assert_close(transformed.sum(2) + alti_bias(record), real)
 
 
-def test_causal_models_have_no_future_contributions(model: PreTrainedModel, model_type: str) -> None:
-    from inseq_mixing.extract import get_adapter
-
-    if not get_adapter(model).is_causal:
-        pytest.skip("encoder")
+@pytest.mark.parametrize("model_type", [t for t in SUPPORTED_TINY_TYPES if ADAPTERS[t].is_causal])
+def test_causal_models_have_no_future_contributions(model_type: str) -> None:
+    model = tiny_model(model_type)
     for record in collect_records(model, sample_inputs(model)):
         for name, measure in MEASURES.items():
             assert measure(record).triu(1).abs().max().item() == 0, name
