@@ -51,6 +51,7 @@ def run_mix(args: argparse.Namespace) -> int:
     if args.method not in METHODS:
         raise UnknownMethodError(f"Unknown method {args.method!r}; available: {', '.join(METHODS)}.")
     path = args.model or default_model_path()
+    label = Path(path).name if args.model else "all-MiniLM-L6-v2, packaged"
     if not Path(path).is_dir():
         raise FileNotFoundError(f"Model directory {path!r} does not exist; pass a local directory to --model.")
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -59,7 +60,7 @@ def run_mix(args: argparse.Namespace) -> int:
     mixing = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
     kind = "rollout" if args.rollout or args.method == "attention_rollout" else "layer-wise"
-    name = f"{type(model).__name__} ({Path(path).name})"
+    name = f"{type(model).__name__} ({label})"
     table = Table(title=f"{args.method}, {kind}, last layer — {name}; each row receives from the columns")
     table.add_column("token", style="bold")
     for token in tokens:
