@@ -1,11 +1,16 @@
 """inseq-mixing: exact, fast context-mixing measures for Transformers, as inseq attribution methods."""
 
+from importlib.util import find_spec
+
 from .errors import DecompositionError, UnknownMethodError, UnsupportedArchitectureError
 from .measures import MEASURES
 from .mixing import METHODS, context_mixing
 from .rollout import normalize_rows, rollout
 
 __version__ = "0.1.0"
+
+if find_spec("inseq") is not None:  # register the inseq methods wherever inseq is installed
+    from . import inseq as _inseq_methods  # noqa: F401
 
 __all__ = [
     "MEASURES",

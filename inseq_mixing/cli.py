@@ -1,18 +1,23 @@
-"""Command line: ``inseq-mixing mix`` prints and plots the context mixing of one text.
+"""Command line: ``inseq-mixing mix`` for any supported model, plus inseq's own commands with our methods registered.
 
-Example:
-    inseq-mixing mix --method alti --text "The cat sat on the mat ." --plot out/alti.png
+Examples:
+    inseq-mixing mix --method alti --rollout --text "The cat sat on the mat ." --plot out/alti.png
+    inseq-mixing attribute -a alti -m path/to/gpt2 --input_texts "The cat" --generation_kwargs '{"max_new_tokens": 5}'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UnknownMethodError, UnsupportedArchitectureError
 from .mixing import METHODS
+
+INSEQ_COMMANDS = ("attribute", "attribute-dataset", "attribute-context")
+"""inseq's own commands, run unchanged with the context-mixing methods available to ``-a``."""
 
 
 def default_model_path() -> str:
@@ -37,7 +42,50 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--rollout", action="store_true", help="Aggregate layers by rollout.")
     mix.add_argument("--plot", type=Path, help="Save per-layer heatmaps to this image file (e.g. out/mix.png).")
     mix.add_argument("--digits", type=int, default=2, help="Decimals shown in the table.")
+    for name in INSEQ_COMMANDS:
+        commands.add_parser(name, add_help=False, help=f"inseq's '{name}' command (see: inseq-mixing {name} -h).")
     return parser
+
+
+def model_path_error(argv: Sequence[str]) -> str | None:
+    """A clear message if ``-m``/``--model_name_or_path`` names a local directory that does not exist."""
+    for flag in ("-m", "--model_name_or_path"):
+        if flag in argv[:-1]:
+            path = argv[list(argv).index(flag) + 1]
+            looks_local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+            if looks_local and not Path(path).expanduser().is_dir():
+                return f"model directory {path!r} does not exist; pass a local model directory to {flag}."
+    return None
+
+
+def run_inseq(argv: Sequence[str]) -> int:
+    """Run one of inseq's commands with our methods registered (``inseq.commands.cli.main``, unchanged)."""
+    import inseq
+    from inseq.commands.attribute.attribute_args import AttributeBaseArgs
+    from inseq.commands.cli import main as inseq_main
+
+    from . import inseq as _registered  # noqa: F401  (registration happens on import)
+
+    error = model_path_error(argv)
+    if error:
+        print(f"inseq-mixing: error: {error}", file=sys.stderr)
+        return 2
+    # inseq computes its '-a' choices when its argument module is first imported; add ours if that came first.
+    field = next(f for f in dataclasses.fields(AttributeBaseArgs) if f.name == "attribution_method")
+    choices = field.metadata["choices"]
+    choices.extend(name for name in inseq.list_feature_attribution_methods() if name not in choices)
+    saved_argv = sys.argv
+    sys.argv = ["inseq-mixing", *argv]
+    try:
+        inseq_main()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    except OSError as error:
+        print(f"inseq-mixing: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv = saved_argv
+    return 0
 
 
 def run_mix(args: argparse.Namespace) -> int:
@@ -80,6 +128,9 @@ def run_mix(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inseq-mixing`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in INSEQ_COMMANDS:
+        return run_inseq(argv)
     args = build_parser().parse_args(argv)
     try:
         return run_mix(args)
