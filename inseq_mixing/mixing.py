@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -64,6 +66,7 @@ def per_layer_mixing(
     *,
     attention_mask: Int[Tensor, "batch seq"] | Int[Tensor, " seq"] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    **options: Any,
 ) -> tuple[Float[Tensor, "batch layer query key"], Int[Tensor, "batch seq"]]:
     """Run one forward pass and return every layer's unnormalized matrix (padding zeroed) and the attention mask.
 
@@ -77,7 +80,7 @@ def per_layer_mixing(
     done: set[int] = set()
 
     def on_layer(record: LayerRecord) -> None:
-        out[:, record.layer_idx] = measure(record, memory_budget=memory_budget)
+        out[:, record.layer_idx] = measure(record, memory_budget=memory_budget, **options)
         done.add(record.layer_idx)
 
     with recording(model, adapter, on_layer):
@@ -99,6 +102,7 @@ def context_mixing(
     rollout: bool = False,
     normalize: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    **options: Any,
 ) -> Float[Tensor, "batch layer query key"]:
     """Context-mixing matrices of every layer: how much each token's representation draws on every other token.
 
@@ -106,7 +110,7 @@ def context_mixing(
         model: A Hugging Face model of a supported architecture (bare or with a head), in any dtype and device.
         input_ids: Token ids ``[batch, seq]`` (or ``[seq]``).
         method: One of :data:`METHODS`: ``attention``, ``attention_rollout``, ``attention_norm``,
-            ``attention_norm_res``, ``attention_norm_res_ln``, ``globenc``, ``alti``.
+            ``attention_norm_res``, ``attention_norm_res_ln``, ``globenc``, ``alti``, ``value_zeroing``.
         attention_mask: 1 for real tokens, 0 for padding (left or right); defaults to all ones.
         rollout: Return the rollout through each layer instead of the layer-wise matrices
             (``attention_rollout`` always does).
@@ -114,6 +118,8 @@ def context_mixing(
             raw scores are returned, and a rollout multiplies the raw matrices (GlobEnc's original aggregation).
         memory_budget: Bytes a measure may use for its per-chunk intermediates; larger inputs are processed in
             more chunks instead of failing.
+        **options: Options of the measure itself, e.g. ``similarity="euclidean"`` or ``heads={0: [1, 2]}`` for
+            ``value_zeroing`` (see each measure's docstring).
 
     Returns:
         ``[batch, layer, query, key]`` float32 on the model's device: row = receiving token, column = contributing
@@ -130,7 +136,9 @@ def context_mixing(
         >>> mixing.shape  # [1, num_layers, seq, seq]
     """
     measure, is_rollout = resolve_method(method)
-    mixing, _ = per_layer_mixing(model, input_ids, measure, attention_mask=attention_mask, memory_budget=memory_budget)
+    mixing, _ = per_layer_mixing(
+        model, input_ids, measure, attention_mask=attention_mask, memory_budget=memory_budget, **options
+    )
     if normalize:
         mixing = normalize_rows(mixing)
     if rollout or is_rollout:

@@ -8,14 +8,22 @@ indexing the source tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from jaxtyping import Float
 from torch import Tensor
 
 NormKind = Literal["layer", "rms"]
+
+
+@runtime_checkable
+class RestOfBlock(Protocol):
+    """``rest_of_block(attention_output, batch_idx, query_idx, *, final_norm=False) -> block output`` per token."""
+
+    def __call__(
+        self, attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False
+    ) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,11 @@ class LayerRecord:
             ``m = x + Attn(norm1(x))``).
         ffn_output: The feed-forward network's output ``FFN(·)``.
         output: The block output.
-        rest_of_block: Maps a (possibly modified) attention output ``[batch, query, d_model]`` to the block output,
-            recomputing only what follows the attention (used by value zeroing); ``None`` if not provided.
+        rest_of_block: Recomputes, token by token, what follows the attention: given attention outputs ``[n, d_model]``
+            of the tokens at ``(batch_idx[n], query_idx[n])`` it returns their block outputs ``[n, d_model]``
+            (through the model's final norm too when called with ``final_norm=True`` on the last layer). Used by
+            value zeroing; ``None`` if not provided.
+        is_last: Whether this is the model's last block.
     """
 
     layer_idx: int
@@ -96,4 +107,5 @@ class LayerRecord:
     norm2: NormRecord
     ffn_output: Float[Tensor, "batch query d_model"]
     output: Float[Tensor, "batch query d_model"]
-    rest_of_block: Callable[[Tensor], Tensor] | None = None
+    rest_of_block: RestOfBlock | None = None
+    is_last: bool = False

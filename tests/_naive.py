@@ -94,3 +94,49 @@ def alti_bias(record: LayerRecord) -> Tensor:
         return b_o
     n = record.residual.shape[1]
     return through_norm(record.norm1, b_o.expand(record.residual.shape[0], n, -1)) + norm_bias(record.norm1)
+
+
+def brute_force_value_zeroing(
+    model, input_ids: Tensor, layer_idx: int, token_idx: int, heads: list[int] | None = None
+) -> Tensor:
+    """``1 − cos`` between every token's clean and corrupted output of block ``layer_idx``, by rerunning the model.
+
+    The value projection's output of token ``token_idx`` is zeroed (value bias included) in ``heads`` (all if
+    ``None``) of block ``layer_idx`` only; earlier blocks run clean, so the block sees its original input.
+    Returns ``[batch, query]``.
+    """
+    from inseq_mixing.extract import blocks_of, get_adapter
+    from inseq_mixing.extract._hooks import resolve
+
+    adapter = get_adapter(model)
+    block = blocks_of(model)[layer_idx]
+    d_model = model.config.hidden_size
+    n_heads = model.config.num_attention_heads
+
+    def zero_value(_module, _inputs, output):
+        output = output.clone()
+        values = adapter.value_split(output, 1, d_model) if adapter.value_split else output
+        if heads is None:
+            values[:, token_idx] = 0
+        else:
+            per_head = values.view(*values.shape[:2], -1, values.shape[-1] * 0 + values.shape[-1] // n_heads)
+            per_head[:, token_idx, heads] = 0
+        return output
+
+    captured: dict[str, Tensor] = {}
+
+    def capture(_module, _inputs, output):
+        captured["out"] = output[0] if isinstance(output, tuple) else output
+
+    with torch.no_grad():
+        handle = block.register_forward_hook(capture)
+        model.base_model(input_ids=input_ids)
+        clean = captured["out"].double()
+        zero_handle = resolve(block, adapter.value).register_forward_hook(zero_value)
+        try:
+            model.base_model(input_ids=input_ids)
+        finally:
+            zero_handle.remove()
+            handle.remove()
+    corrupted = captured["out"].double()
+    return 1 - torch.nn.functional.cosine_similarity(corrupted, clean, dim=-1)

@@ -66,5 +66,5 @@ def test_one_dimensional_input_is_a_batch_of_one(model: PreTrainedModel) -> None
 
 
 def test_unknown_method_lists_the_available_ones(model: PreTrainedModel) -> None:
-    with pytest.raises(UnknownMethodError, match=r"'altii'.*alti, attention_rollout"):
+    with pytest.raises(UnknownMethodError, match=r"'altii'.*alti, value_zeroing, attention_rollout"):
         context_mixing(model, sample_inputs(model), "altii")

@@ -38,6 +38,7 @@ class Adapter:
         norm_eps_attr: Name of the epsilon attribute on the norm modules.
         norm_weight_offset: Added to the stored norm weight to get the scale γ (Gemma stores ``γ − 1``).
         value_split: For fused q/k/v projections, the function extracting the values from the fused output.
+        final_norm: The norm the bare model applies after its last block (relative to ``model.base_model``), if any.
     """
 
     family: str
@@ -54,3 +55,4 @@ class Adapter:
     norm_eps_attr: str = "eps"
     norm_weight_offset: float = 0.0
     value_split: ValueSplit | None = None
+    final_norm: str | None = None

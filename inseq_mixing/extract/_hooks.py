@@ -19,7 +19,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import DecompositionError, UnsupportedArchitectureError
-from ..record import AttentionRecord, LayerRecord, NormRecord
+from ..record import AttentionRecord, LayerRecord, NormRecord, RestOfBlock
 from ._adapter import Adapter
 from ._verify import tolerance_for, verify_layer
 
@@ -109,8 +109,10 @@ class _BlockRecorder:
         self.norm1 = resolve(block, adapter.norm1)
         self.norm2 = resolve(block, adapter.norm2)
         self.ffn = [resolve(block, path) for path in adapter.ffn]
+        self.final_norm: nn.Module | None = None  # the model's final norm, set on the last block only
         self.slots: dict[str, Tensor] = {}
         self.paused = False
+        self.is_last = False
 
     def attach(self) -> list[RemovableHandle]:
         """Register the hooks; the caller removes the returned handles."""
@@ -242,23 +244,30 @@ class _BlockRecorder:
             ffn_output=self.slots["ffn_output"],
             output=self.slots["output"],
             rest_of_block=self._rest_of_block(self.slots["residual"]),
+            is_last=self.is_last,
         )
 
-    def _rest_of_block(self, residual: Tensor) -> Callable[[Tensor], Tensor]:
-        """Map an attention output to the block output, rerunning only the modules after the attention."""
+    def _rest_of_block(self, residual: Tensor) -> RestOfBlock:
+        """Recompute what follows the attention for single tokens, with the block's own modules."""
 
         def ffn(h: Tensor) -> Tensor:
             for module in self.ffn:
                 h = _first_tensor(module(h))
             return h
 
-        def rest(attention_output: Tensor) -> Tensor:
+        def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
+            x = residual[batch_idx, query_idx].unsqueeze(0)
+            attention_output = attention_output.to(x.dtype).unsqueeze(0)
             with self._paused():
                 if self.adapter.pre_norm:
-                    m = residual + attention_output
-                    return m + ffn(self.norm2(m))
-                h = self.norm1(residual + attention_output)
-                return self.norm2(h + ffn(h))
+                    m = x + attention_output
+                    out = m + ffn(self.norm2(m))
+                else:
+                    h = self.norm1(x + attention_output)
+                    out = self.norm2(h + ffn(h))
+                if final_norm and self.final_norm is not None:
+                    out = self.final_norm(out)
+            return out.squeeze(0)
 
         return rest
 
@@ -281,6 +290,9 @@ def recording(model: PreTrainedModel, adapter: Adapter, on_layer: OnLayer) -> It
     recorders = [
         _BlockRecorder(idx, block, adapter, type(model).__name__, on_layer) for idx, block in enumerate(blocks)
     ]
+    recorders[-1].is_last = True
+    if adapter.final_norm is not None:
+        recorders[-1].final_norm = resolve(model.base_model, adapter.final_norm)
     handles: list[RemovableHandle] = []
     try:
         with eager_attention(model), eval_mode(model), torch.no_grad():

@@ -23,4 +23,5 @@ GPT2 = Adapter(
     norm_kind="layer",
     pre_norm=True,
     is_causal=True,
+    final_norm="ln_f",
 )

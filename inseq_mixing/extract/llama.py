@@ -14,5 +14,6 @@ LLAMA = Adapter(
     norm_kind="rms",
     pre_norm=True,
     is_causal=True,
+    final_norm="norm",
     norm_eps_attr="variance_epsilon",
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from inseq.attr.feat import FeatureAttribution
+from inseq.attr.feat import ValueZeroingAttribution as InseqValueZeroingAttribution
 from inseq.utils import Registry
 from torch import Tensor
 
@@ -23,14 +24,20 @@ ROLLED_OUT_BY_DEFAULT = frozenset({"attention_rollout", "globenc", "alti"})
 """Methods whose inseq scores are the rollout through each layer unless ``rollout=False`` is passed."""
 
 INSEQ_METHODS: tuple[str, ...] = tuple(name for name in METHODS if name != "attention")
-"""Method names registered with inseq (``attention`` is inseq's own; ours is ``attention_rollout``)."""
+"""Method names registered with inseq (``attention`` is inseq's own; ours is ``attention_rollout``).
+
+``value_zeroing`` deliberately takes over inseq's name (inseq 0.7.1's own implementation fails on GPT-2, Llama and
+transformers 5); inseq's class stays available as ``value_zeroing_inseq``."""
+
+InseqValueZeroingAttribution.method_name = "value_zeroing_inseq"  # one class per name, so lookups are deterministic
 
 
 class ContextMixing:
     """Computes the full-sequence matrices of one method; its ``attribute`` signature lists the user options."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, attribution_model: Any) -> None:
         self.method = method
+        self.attribution_model = attribution_model
 
     def attribute(
         self,
@@ -39,7 +46,6 @@ class ContextMixing:
         rollout: bool | None = None,
         normalize: bool = True,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        model: Any = None,
     ) -> Tensor:
         """``[batch, layer, query, key]`` matrices of the whole sequences (see :func:`inseq_mixing.context_mixing`).
 
@@ -50,24 +56,79 @@ class ContextMixing:
                 ``attention_rollout``, ``globenc`` and ``alti``).
             normalize: Row-normalize each layer (the reference implementations' convention).
             memory_budget: Bytes a measure may use for per-chunk intermediates.
-            model: The Hugging Face model.
         """
+        return self.compute(
+            input_ids, attention_mask, rollout=rollout, normalize=normalize, memory_budget=memory_budget
+        )
+
+    def compute(self, input_ids: Tensor, attention_mask: Tensor, *, rollout: bool | None, **options: Any) -> Tensor:
         return context_mixing(
-            model,
+            self.attribution_model.model,
             input_ids,
             self.method,
             attention_mask=attention_mask,
             rollout=self.rolls_out(rollout),
-            normalize=normalize,
-            memory_budget=memory_budget,
+            **options,
         )
 
     def rolls_out(self, rollout: bool | None) -> bool:
         """Whether the scores are rolled out, given the user's ``rollout`` option."""
-        return (
-            self.method in ROLLED_OUT_BY_DEFAULT
-            if rollout is None
-            else bool(rollout) or self.method == ("attention_rollout")
+        if self.method == "attention_rollout":
+            return True
+        return self.method in ROLLED_OUT_BY_DEFAULT if rollout is None else bool(rollout)
+
+
+class ValueZeroingMixing(ContextMixing):
+    """Value zeroing with inseq 0.7.1's keyword arguments and defaults, computed with the exact shortcut."""
+
+    def attribute(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        similarity_metric: str = "cosine",
+        decoder_zeroed_units_indices: Any = None,
+        encoder_zeroed_units_indices: Any = None,
+        cross_zeroed_units_indices: Any = None,
+        output_decoder_self_scores: bool = True,
+        output_encoder_self_scores: bool = True,
+        zero_below: float = 1e-5,
+        final_norm_on_last_layer: bool = True,
+        rollout: bool | None = None,
+        normalize: bool = True,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> Tensor:
+        """Value zeroing scores of the whole sequences, layer-wise unless ``rollout=True``.
+
+        Args:
+            input_ids: Token ids of prompt + generated text.
+            attention_mask: 1 for tokens, 0 for padding.
+            similarity_metric: ``"cosine"`` (``1 − cos``) or ``"euclidean"`` (the distance itself).
+            decoder_zeroed_units_indices: Heads whose values are zeroed (``None``: all; an int, a ``(start, end)``
+                range, a list, or ``{layer: heads}`` where unnamed layers are not zeroed), as in inseq.
+            encoder_zeroed_units_indices: The same for encoders of encoder-decoder models.
+            cross_zeroed_units_indices: The same for cross-attention of encoder-decoder models.
+            output_decoder_self_scores: Kept for inseq compatibility (decoder-only models always output them).
+            output_encoder_self_scores: Kept for inseq compatibility.
+            zero_below: Raw scores below this are set to 0 before normalizing (inseq's 1e-5 by default; 0 gives the
+                paper's definition).
+            final_norm_on_last_layer: Compare the last layer's outputs after the model's final norm, as inseq does
+                (``False`` gives the paper's definition).
+            rollout: Roll the layer-wise scores out across layers.
+            normalize: Row-normalize each layer.
+            memory_budget: Bytes a chunk may use.
+        """
+        if self.attribution_model.is_encoder_decoder and (encoder_zeroed_units_indices or cross_zeroed_units_indices):
+            raise UnsupportedArchitectureError("Value zeroing of encoder-decoder models is not supported yet.")
+        return self.compute(
+            input_ids,
+            attention_mask,
+            rollout=rollout,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            similarity=similarity_metric,
+            heads=decoder_zeroed_units_indices,
+            zero_below=zero_below,
+            final_norm_on_last_layer=final_norm_on_last_layer,
         )
 
 
@@ -81,7 +142,7 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
         self.use_predicted_target = False  # the scores do not depend on the attributed output
         self.attribute_batch_ids = True  # no input embeddings needed
         self.forward_batch_embeds = False
-        self.method = ContextMixing(self.method_name)
+        self.method = OPTIONS_CLASSES.get(self.method_name, ContextMixing)(self.method_name, attribution_model)
         self._pending: dict[str, Any] | None = None
 
     def attribute(self, batch: Any, attributed_fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -93,7 +154,7 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
             )
         options = dict(kwargs.get("attribution_args") or {})
         input_ids, attention_mask = batch.input_ids, batch.attention_mask
-        full = self.method.attribute(input_ids, attention_mask, model=self.attribution_model.model, **options)
+        full = self.method.attribute(input_ids, attention_mask, **options)
         self._pending = {"full": full, "rolled_out": self.method.rolls_out(options.get("rollout"))}
         try:
             out = super().attribute(batch, attributed_fn, *args, **kwargs)
@@ -103,8 +164,11 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
             valid = attention_mask[row].bool().to(full.device)
             matrix_lqk = full[row][:, valid][:, :, valid].cpu()
             if matrix_lqk.shape[-1] != len(sequence.target):
-                raise RuntimeError(
-                    f"Internal error: {matrix_lqk.shape[-1]} unpadded positions for {len(sequence.target)} tokens."
+                raise ValueError(
+                    f"Sequence {row} has {matrix_lqk.shape[-1]} tokens but inseq kept {len(sequence.target)}: inseq "
+                    f"drops every token equal to the pad token ({self.attribution_model.pad_token!r}) from its "
+                    "targets, so scores cannot be aligned with tokens. Remove that token from the text or set a "
+                    "pad token that does not occur in it."
                 )
             # inseq's layout: [contributing token, receiving token, layer]
             sequence.sequence_scores = {
@@ -134,6 +198,10 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
         if self._pending is None:
             raise RuntimeError(f"{type(self).__name__} steps run only inside attribute().")
         return self._pending
+
+
+OPTIONS_CLASSES: dict[str, type[ContextMixing]] = {"value_zeroing": ValueZeroingMixing}
+"""Methods whose user options differ from :class:`ContextMixing`'s (value zeroing keeps inseq's keywords)."""
 
 
 def _class_name(method: str) -> str:

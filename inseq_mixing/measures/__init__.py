@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -19,6 +20,7 @@ from .attention_norm import attention_norm
 from .attention_norm_res import attention_norm_res
 from .attention_norm_res_ln import attention_norm_res_ln
 from .globenc import globenc
+from .value_zeroing import value_zeroing
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Measure:
     """A registered measure.
 
     Attributes:
-        fn: ``fn(record, *, memory_budget=...) -> [batch, query, key]`` (unnormalized, non-negative).
+        fn: ``fn(record, *, memory_budget=..., **options) -> [batch, query, key]`` (unnormalized).
         includes_residual: Whether the per-layer matrix already accounts for the residual connection. Rollout adds
             ``0.5·I`` only to measures that do not (Abnar & Zuidema, 2020).
     """
@@ -34,8 +36,8 @@ class Measure:
     fn: Callable[..., Tensor]
     includes_residual: bool
 
-    def __call__(self, record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Tensor:
-        return self.fn(record, memory_budget=memory_budget)
+    def __call__(self, record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET, **options: Any) -> Tensor:
+        return self.fn(record, memory_budget=memory_budget, **options)
 
 
 MEASURES: dict[str, Measure] = {
@@ -45,6 +47,7 @@ MEASURES: dict[str, Measure] = {
     "attention_norm_res_ln": Measure(attention_norm_res_ln, includes_residual=True),
     "globenc": Measure(globenc, includes_residual=True),
     "alti": Measure(alti, includes_residual=True),
+    "value_zeroing": Measure(value_zeroing, includes_residual=True),
 }
 """The single registry of measures, keyed by the name used everywhere (function, CLI, docs, inseq method)."""
 
@@ -58,4 +61,5 @@ __all__ = [
     "attention_norm_res",
     "attention_norm_res_ln",
     "globenc",
+    "value_zeroing",
 ]

@@ -13,6 +13,8 @@ from inseq_mixing.inseq import ATTRIBUTION_CLASSES, INSEQ_METHODS, ROLLED_OUT_BY
 from .conftest import load
 
 PROMPT = "either you win the"
+# What the inseq methods use by default beyond context_mixing's defaults (value zeroing keeps inseq's behaviour).
+INSEQ_DEFAULTS = {"value_zeroing": {"zero_below": 1e-5, "final_norm_on_last_layer": True}}
 FORCED = "either you win the game or you"
 
 
@@ -27,13 +29,22 @@ def test_every_method_is_listed_and_resolves_to_our_class() -> None:
         assert classes[name] is ATTRIBUTION_CLASSES[name]
 
 
-def test_names_do_not_collide_with_inseq_methods() -> None:
+def test_names_do_not_collide_with_inseq_methods_except_value_zeroing_which_replaces_inseqs() -> None:
     inseq_own = {
         cls.method_name
         for cls in FeatureAttribution.subclasses()
         if cls.__module__.startswith("inseq.") and hasattr(cls, "method_name")
     }
     assert not inseq_own & set(INSEQ_METHODS)
+    assert "value_zeroing_inseq" in inseq_own
+
+
+def test_value_zeroing_deterministically_uses_our_implementation() -> None:
+    from inseq.attr.feat import ValueZeroingAttribution
+
+    model = load("gpt2", "value_zeroing")
+    assert type(model.attribution_method) is ATTRIBUTION_CLASSES["value_zeroing"]
+    assert FeatureAttribution.available_classes()["value_zeroing_inseq"] is ValueZeroingAttribution
 
 
 @pytest.mark.parametrize("method", INSEQ_METHODS)
@@ -41,7 +52,9 @@ def test_step_rows_equal_context_mixing(inseq_model_type: str, method: str) -> N
     model = load(inseq_model_type, method)
     out = model.attribute(PROMPT, FORCED, show_progress=False)
     seq = out.sequence_attributions[0]
-    expected = context_mixing(model.model, full_ids(model, FORCED), method, rollout=method in ROLLED_OUT_BY_DEFAULT)[0]
+    rollout = method in ROLLED_OUT_BY_DEFAULT
+    options = INSEQ_DEFAULTS.get(method, {})
+    expected = context_mixing(model.model, full_ids(model, FORCED), method, rollout=rollout, **options)[0]
     n_gen = seq.attr_pos_end - seq.attr_pos_start
     assert seq.target_attributions.shape == (len(seq.target), n_gen, expected.shape[0])
     for k in range(n_gen):

@@ -37,6 +37,7 @@ ARRAYS = {
     "globenc": ("globenc", {"rollout": True}, 1e-5),
     "alti_layers": ("alti", {}, 1e-4),
     "alti_rollout": ("alti", {"rollout": True}, 1e-4),
+    "value_zeroing_raw": ("value_zeroing", {"normalize": False}, 2e-6),
 }
 
 
@@ -74,3 +75,16 @@ def test_reference_ids_come_from_the_model_tokenizer(name: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(MODELS[name]())
     ids = tokenizer(sidecar["text"])["input_ids"]
     assert ids == arrays["input_ids"].tolist()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_value_zeroing_matches_reference_on_rows_above_rounding_noise(name: str, case: str) -> None:
+    """Rows whose raw distances sum below 1e-2 are dominated by float32 rounding (reference README, oddity 4)."""
+    arrays, sidecar = load_case(name, case)
+    ours = context_mixing(load_model(name), torch.from_numpy(arrays["input_ids"]), "value_zeroing")[0].numpy()
+    keep = np.ones(ours.shape[:2], dtype=bool)
+    for layer, row in sidecar["checks"]["value_zeroing_rows_with_raw_rowsum_below_1e-2"]:
+        keep[layer, row] = False
+    assert keep.sum() > 0.75 * keep.size  # most rows are compared
+    np.testing.assert_allclose(ours[keep], arrays["value_zeroing"][keep], atol=1e-4, rtol=0)
