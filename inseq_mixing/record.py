@@ -96,7 +96,11 @@ class LayerRecord:
             of the tokens at ``(batch_idx[n], query_idx[n])`` it returns their block outputs ``[n, d_model]``
             (through the model's final norm too when called with ``final_norm=True`` on the last layer). Used by
             value zeroing; ``None`` if not provided.
-        is_last: Whether this is the model's last block.
+        is_last: Whether this is the last block of its stack.
+        stack: ``"layers"`` for decoder-only and encoder-only models; ``"encoder"``, ``"decoder"`` (decoder
+            self-attention) or ``"cross"`` (decoder cross-attention) for encoder-decoder models.
+        is_cross_attention: Keys are source tokens, not the query's own sequence: the residual is not one of the keys
+            and measures report it as an extra last column.
     """
 
     layer_idx: int
@@ -109,3 +113,5 @@ class LayerRecord:
     output: Float[Tensor, "batch query d_model"]
     rest_of_block: RestOfBlock | None = None
     is_last: bool = False
+    stack: str = "layers"
+    is_cross_attention: bool = False

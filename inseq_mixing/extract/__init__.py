@@ -10,14 +10,22 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..errors import UnsupportedArchitectureError
-from ._adapter import Adapter
+from ._adapter import Adapter, EncoderDecoderAdapter
 from ._hooks import OnLayer, eager_attention, recording, resolve
+from .bart import BART, MBART
 from .bert import BERT
 from .distilbert import DISTILBERT
 from .gpt2 import GPT2
 from .llama import LLAMA
+from .t5 import T5
 
-ADAPTERS: dict[str, Adapter] = {
+ADAPTERS: dict[str, Adapter | EncoderDecoderAdapter] = {
+    "bart": BART,
+    "marian": BART,
+    "mbart": MBART,
+    "m2m_100": MBART,
+    "t5": T5,
+    "mt5": T5,
     "bert": BERT,
     "roberta": BERT,
     "distilbert": DISTILBERT,
@@ -29,7 +37,7 @@ ADAPTERS: dict[str, Adapter] = {
 """The single table of supported architectures, keyed by ``config.model_type``."""
 
 
-def get_adapter(model: PreTrainedModel) -> Adapter:
+def get_adapter(model: PreTrainedModel) -> Adapter | EncoderDecoderAdapter:
     """Return the adapter for ``model``'s architecture.
 
     Raises:
@@ -44,9 +52,21 @@ def get_adapter(model: PreTrainedModel) -> Adapter:
     return ADAPTERS[model_type]
 
 
-def blocks_of(model: PreTrainedModel) -> nn.ModuleList:
-    """The model's list of Transformer blocks, as its adapter declares it."""
-    return resolve(model.base_model, get_adapter(model).blocks)  # type: ignore[return-value]
+def blocks_of(model: PreTrainedModel, stack: str = "layers") -> nn.ModuleList:
+    """The model's list of Transformer blocks (of ``stack`` for encoder-decoders), as its adapter declares it."""
+    adapter = get_adapter(model)
+    if isinstance(adapter, EncoderDecoderAdapter):
+        adapter = getattr(adapter, stack if stack != "layers" else "encoder")
+    return resolve(model.base_model, adapter.blocks)  # type: ignore[return-value]
 
 
-__all__ = ["ADAPTERS", "Adapter", "OnLayer", "blocks_of", "eager_attention", "get_adapter", "recording"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "EncoderDecoderAdapter",
+    "OnLayer",
+    "blocks_of",
+    "eager_attention",
+    "get_adapter",
+    "recording",
+]

@@ -39,6 +39,17 @@ class Adapter:
         norm_weight_offset: Added to the stored norm weight to get the scale γ (Gemma stores ``γ − 1``).
         value_split: For fused q/k/v projections, the function extracting the values from the fused output.
         final_norm: The norm the bare model applies after its last block (relative to ``model.base_model``), if any.
+        weights_index: Position of the attention weights in the attention module's output tuple.
+        residual_source: Where the residual entering this attention's residual connection is read, as
+            ``(module path, "input" | "output")``; ``None`` for the block input. (The cross-attention of a decoder
+            block adds to the stream after self-attention, not to the block input.)
+        output_source: Where this view's output is read, as ``(module path, "input" | "output")``; ``None`` for
+            the block output. (A decoder's self-attention view ends where its cross-attention has been added.)
+        ffn_is_per_token: Whether the ``ffn`` modules map each token on its own (so value zeroing can rerun them
+            token by token); ``False`` when the "FFN" of a view is a cross-attention.
+        is_cross_attention: Keys are other tokens (the source); the residual becomes an extra last column.
+        strip_requested_weights: Remove the attention weights from the module's output after reading them when it
+            returned them only because they were requested (transformers 4.x T5 blocks read outputs by position).
     """
 
     family: str
@@ -56,3 +67,27 @@ class Adapter:
     norm_weight_offset: float = 0.0
     value_split: ValueSplit | None = None
     final_norm: str | None = None
+    weights_index: int = 1
+    residual_source: tuple[str, str] | None = None
+    output_source: tuple[str, str] | None = None
+    ffn_is_per_token: bool = True
+    is_cross_attention: bool = False
+    strip_requested_weights: bool = False
+
+
+@dataclass(frozen=True)
+class EncoderDecoderAdapter:
+    """Three views of an encoder-decoder model, each an :class:`Adapter` over the same kind of blocks.
+
+    Attributes:
+        family: Human-readable family name.
+        encoder: The encoder's self-attention blocks.
+        decoder: The decoder's self-attention, with the cross-attention playing the part of the FFN (its output is
+            what the second norm receives besides the residual).
+        cross: The decoder's cross-attention, with the stream after self-attention as its residual.
+    """
+
+    family: str
+    encoder: Adapter
+    decoder: Adapter
+    cross: Adapter

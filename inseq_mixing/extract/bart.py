@@ -1,0 +1,57 @@
+"""BART and Marian (post-LN), mBART and M2M100/NLLB (pre-LN): encoder-decoders with the same module names."""
+
+from ._adapter import Adapter, EncoderDecoderAdapter
+
+_FFN = ("fc1", "activation_fn", "fc2")
+
+
+def bart_family(family: str, *, pre_norm: bool) -> EncoderDecoderAdapter:
+    """The three views of a BART-style model; pre-LN variants also have a final norm on each stack."""
+    common = {"norm_kind": "layer", "pre_norm": pre_norm, "value_split": None}
+    encoder = Adapter(
+        family=family,
+        blocks="encoder.layers",
+        attention="self_attn",
+        value="self_attn.v_proj",
+        output_proj="self_attn.out_proj",
+        norm1="self_attn_layer_norm",
+        norm2="final_layer_norm",
+        ffn=_FFN,
+        is_causal=False,
+        final_norm="encoder.layer_norm" if pre_norm else None,
+        **common,
+    )
+    decoder = Adapter(
+        family=family,
+        blocks="decoder.layers",
+        attention="self_attn",
+        value="self_attn.v_proj",
+        output_proj="self_attn.out_proj",
+        norm1="self_attn_layer_norm",
+        norm2="encoder_attn_layer_norm",
+        ffn=("encoder_attn",),
+        ffn_is_per_token=False,
+        output_source=("final_layer_norm", "input") if pre_norm else ("encoder_attn_layer_norm", "output"),
+        is_causal=True,
+        **common,
+    )
+    cross = Adapter(
+        family=family,
+        blocks="decoder.layers",
+        attention="encoder_attn",
+        value="encoder_attn.v_proj",
+        output_proj="encoder_attn.out_proj",
+        norm1="encoder_attn_layer_norm",
+        norm2="final_layer_norm",
+        ffn=_FFN,
+        residual_source=("encoder_attn_layer_norm", "input") if pre_norm else ("self_attn_layer_norm", "output"),
+        is_cross_attention=True,
+        is_causal=True,
+        final_norm="decoder.layer_norm" if pre_norm else None,
+        **common,
+    )
+    return EncoderDecoderAdapter(family=family, encoder=encoder, decoder=decoder, cross=cross)
+
+
+BART = bart_family("BART / Marian", pre_norm=False)
+MBART = bart_family("mBART / M2M100 / NLLB", pre_norm=True)
