@@ -64,3 +64,43 @@ def rollout(
     for layer in range(1, mixing.shape[1]):
         out[:, layer] = mixing[:, layer] @ out[:, layer - 1]
     return out
+
+
+def encoder_decoder_rollout(
+    encoder_rollout: Float[Tensor, "batch source source"],
+    cross: Float[Tensor, "batch layer target source_1"],
+    decoder: Float[Tensor, "batch layer target target"],
+) -> Float[Tensor, "batch layer target source_target"]:
+    """ALTI+'s rollout through a decoder: each target token's contributions from every source and target token.
+
+    Ferrando, Gállego, Alastruey, Escolano & Costa-jussà, "Towards Opening the Black Box of Neural Machine
+    Translation: Source and Target Interpretations of the Transformer", EMNLP 2022
+    (https://aclanthology.org/2022.emnlp-main.599). With ``λ_t`` the residual column of the cross-attention
+    matrix and ``Ĉ^sa_l = λ_t · C^sa_l``:
+    ``R_1 = [C^ca_{1,src} R_enc | Ĉ^sa_1]`` and
+    ``R_l = rownorm([C^ca_{l,src} R_enc + Ĉ^sa_l R^src_{l−1} | Ĉ^sa_l R^tgt_{l−1}])``.
+
+    Args:
+        encoder_rollout: The encoder's rollout through its last layer, ``R_enc``.
+        cross: Row-normalized cross-attention matrices per decoder layer; the last column is the residual.
+        decoder: Row-normalized decoder self-attention matrices per decoder layer.
+
+    Returns:
+        ``[batch, layer, target, source + target]``: entry ``l`` is the rollout through decoder layer ``l``, source
+        columns first. Rows of real target tokens sum to 1.
+    """
+    cross, decoder, encoder_rollout = cross.float(), decoder.float(), encoder_rollout.float()
+    n_source = encoder_rollout.shape[-1]
+    out = []
+    source_part = target_part = None
+    for layer in range(cross.shape[1]):
+        from_source = cross[:, layer, :, :n_source] @ encoder_rollout
+        self_mixing = cross[:, layer, :, n_source:] * decoder[:, layer]  # λ_t · C^sa_l
+        if source_part is None:
+            source_part, target_part = from_source, self_mixing
+        else:
+            source_part, target_part = from_source + self_mixing @ source_part, self_mixing @ target_part
+        combined = normalize_rows(torch.cat([source_part, target_part], dim=-1))
+        source_part, target_part = combined[..., :n_source], combined[..., n_source:]
+        out.append(combined)
+    return torch.stack(out, dim=1)

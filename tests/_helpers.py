@@ -8,7 +8,7 @@ import pathlib
 import torch
 from transformers import PreTrainedModel
 
-from inseq_mixing.extract import ADAPTERS, recording
+from inseq_mixing.extract import ADAPTERS, Adapter, EncoderDecoderAdapter, recording
 from inseq_mixing.extract import get_adapter as _get_adapter
 from inseq_mixing.record import LayerRecord
 
@@ -16,8 +16,13 @@ from ._tiny_models import TINY_CONFIGS, build_tiny_model
 
 REFERENCE_DIR = pathlib.Path(__file__).parent / "data" / "reference"
 
-SUPPORTED_TINY_TYPES = tuple(sorted(t for t in ADAPTERS if t in TINY_CONFIGS))
-"""Every adapter's model type that has a tiny test config."""
+SUPPORTED_TINY_TYPES = tuple(sorted(t for t in ADAPTERS if t in TINY_CONFIGS and isinstance(ADAPTERS[t], Adapter)))
+"""Every single-stack (encoder-only or decoder-only) adapter's model type that has a tiny test config."""
+
+SUPPORTED_SEQ2SEQ_TYPES = tuple(
+    sorted(t for t in ADAPTERS if t in TINY_CONFIGS and isinstance(ADAPTERS[t], EncoderDecoderAdapter))
+)
+"""Every encoder-decoder adapter's model type that has a tiny test config."""
 
 
 @functools.cache

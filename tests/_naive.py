@@ -106,7 +106,7 @@ def brute_force_value_zeroing(
     Returns ``[batch, query]``.
     """
     from inseq_mixing.extract import blocks_of, get_adapter
-    from inseq_mixing.extract._hooks import resolve
+    from inseq_mixing.extract._modules import resolve
 
     adapter = get_adapter(model)
     block = blocks_of(model)[layer_idx]

@@ -11,7 +11,8 @@ from transformers import PreTrainedModel
 
 from ..errors import UnsupportedArchitectureError
 from ._adapter import Adapter, EncoderDecoderAdapter
-from ._hooks import OnLayer, eager_attention, recording, resolve
+from ._hooks import OnLayer, recording
+from ._modules import eager_attention, resolve
 from .bart import BART, MBART
 from .bert import BERT
 from .distilbert import DISTILBERT
@@ -52,6 +53,11 @@ def get_adapter(model: PreTrainedModel) -> Adapter | EncoderDecoderAdapter:
     return ADAPTERS[model_type]
 
 
+def stacks_of(adapter: Adapter | EncoderDecoderAdapter) -> tuple[str, ...]:
+    """The record stacks an adapter produces: ``("layers",)`` or ``("encoder", "decoder", "cross")``."""
+    return ("encoder", "decoder", "cross") if isinstance(adapter, EncoderDecoderAdapter) else ("layers",)
+
+
 def blocks_of(model: PreTrainedModel, stack: str = "layers") -> nn.ModuleList:
     """The model's list of Transformer blocks (of ``stack`` for encoder-decoders), as its adapter declares it."""
     adapter = get_adapter(model)
@@ -69,4 +75,5 @@ __all__ = [
     "eager_attention",
     "get_adapter",
     "recording",
+    "stacks_of",
 ]

@@ -50,6 +50,10 @@ class Adapter:
         is_cross_attention: Keys are other tokens (the source); the residual becomes an extra last column.
         strip_requested_weights: Remove the attention weights from the module's output after reading them when it
             returned them only because they were requested (transformers 4.x T5 blocks read outputs by position).
+        query: Cross-attention only: the query projection, so the attention can be recomputed for changed queries
+            (value zeroing of the decoder self-attention changes what the cross-attention reads).
+        key: Cross-attention only: the key projection (its output on the source is recorded).
+        scaling_attr: Attribute of the attention module holding the score scale (``None``: no scaling, as in T5).
     """
 
     family: str
@@ -73,6 +77,9 @@ class Adapter:
     ffn_is_per_token: bool = True
     is_cross_attention: bool = False
     strip_requested_weights: bool = False
+    query: str | None = None
+    key: str | None = None
+    scaling_attr: str | None = None
 
 
 @dataclass(frozen=True)

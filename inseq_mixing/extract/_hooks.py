@@ -15,83 +15,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers.pytorch_utils import Conv1D
+from transformers import PreTrainedModel
 
 from ..errors import DecompositionError, UnsupportedArchitectureError
 from ..record import AttentionRecord, LayerRecord, NormRecord, RestOfBlock
 from ._adapter import Adapter, EncoderDecoderAdapter
-from ._verify import tolerance_for, verify_layer
+from ._cross import cross_attention_fn
+from ._modules import eager_attention, eval_mode, first_tensor, output_projection_per_head, resolve
+from ._verify import relative_error, tolerance_for, verify_layer
 
 OnLayer = Callable[[LayerRecord], None]
-
-
-def resolve(root: nn.Module, path: str) -> nn.Module:
-    """Return the submodule at dotted ``path``; raise :class:`UnsupportedArchitectureError` if it is missing."""
-    module = root
-    for name in path.split("."):
-        if not hasattr(module, name):
-            raise UnsupportedArchitectureError(
-                f"{type(root).__name__} has no submodule '{path}' (missing '{name}'); the adapter does not match "
-                "this model's structure."
-            )
-        module = getattr(module, name)
-    return module
-
-
-def _first_tensor(output: Any) -> Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def _configs_of(model: nn.Module) -> list[PretrainedConfig]:
-    seen: dict[int, PretrainedConfig] = {}
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if isinstance(config, PretrainedConfig):
-            seen.setdefault(id(config), config)
-            for key in getattr(config, "sub_configs", {}) or {}:
-                sub = getattr(config, key, None)
-                if isinstance(sub, PretrainedConfig):
-                    seen.setdefault(id(sub), sub)
-    return list(seen.values())
-
-
-@contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` with eager attention (which returns the attention weights), restoring the setting after."""
-    saved = [(config, config.__dict__.get("_attn_implementation_internal")) for config in _configs_of(model)]
-    try:
-        for config, _ in saved:
-            config.__dict__["_attn_implementation_internal"] = "eager"
-        yield
-    finally:
-        for config, value in saved:
-            config.__dict__["_attn_implementation_internal"] = value
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode (no dropout), restoring its training flag after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def output_projection_per_head(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
-    """Split an output projection into per-head rows ``[head, d_head, d_model]`` and its bias."""
-    if isinstance(module, nn.Linear):
-        weight = module.weight.t()
-    elif isinstance(module, Conv1D):
-        weight = module.weight
-    else:
-        raise UnsupportedArchitectureError(
-            f"Output projection of type {type(module).__name__} is not supported; expected nn.Linear or Conv1D."
-        )
-    d_in, d_model = weight.shape
-    return weight.reshape(n_heads, d_in // n_heads, d_model), module.bias
 
 
 class _Session:
@@ -137,6 +70,7 @@ class _BlockRecorder:
         self.norm2 = resolve(block, adapter.norm2)
         self.ffn = [resolve(block, path) for path in adapter.ffn]
         self.final_norm: nn.Module | None = None  # the stack's final norm, set on its last block only
+        self.following: _BlockRecorder | None = None  # decoder self-attention: the same block's cross-attention
         self.slots: dict[str, Tensor] = {}
         self.is_last = False
         self.weights_requested = False
@@ -155,6 +89,8 @@ class _BlockRecorder:
             self.ffn[-1].register_forward_hook(self._storer("ffn_output")),
             self.block.register_forward_hook(self._on_block_output),
         ]
+        if self.adapter.key is not None:
+            handles.append(resolve(self.block, self.adapter.key).register_forward_hook(self._storer("keys")))
         for name, source in (("residual", self.adapter.residual_source), ("output", self.adapter.output_source)):
             if source is not None:
                 module, side = resolve(self.block, source[0]), source[1]
@@ -173,7 +109,7 @@ class _BlockRecorder:
 
     def _storer(self, name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            self._store(name, _first_tensor(output))
+            self._store(name, first_tensor(output))
 
         return hook
 
@@ -215,7 +151,7 @@ class _BlockRecorder:
     def _on_block_output(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
         if self.session.paused:
             return
-        self.slots.setdefault("output", _first_tensor(output))
+        self.slots.setdefault("output", first_tensor(output))
         self.slots.setdefault("residual", self.slots.get("block_input"))
         record = self._build_record()
         self.slots.clear()
@@ -253,13 +189,7 @@ class _BlockRecorder:
         values = self.slots["values"]
         if self.adapter.value_split is not None:
             values = self.adapter.value_split(values, n_heads, d_head)
-        batch, n_keys, width = values.shape
-        n_kv_heads = width // d_head
-        if n_kv_heads * d_head != width or n_heads % n_kv_heads:
-            raise DecompositionError(self.model_class, self.layer_idx, "value heads layout", float("inf"), 0)
-        values_bhke = values.reshape(batch, n_keys, n_kv_heads, d_head).transpose(1, 2)
-        if n_kv_heads != n_heads:
-            values_bhke = values_bhke.repeat_interleave(n_heads // n_kv_heads, dim=1)
+        values_bhke = self._per_head(values, n_heads, d_head)
         residual = self.slots["residual"]
         return LayerRecord(
             layer_idx=self.layer_idx,
@@ -272,35 +202,103 @@ class _BlockRecorder:
             norm2=self._norm_record(self.norm2, "norm2"),
             ffn_output=self.slots["ffn_output"],
             output=self.slots["output"],
-            rest_of_block=self._rest_of_block(residual) if self.adapter.ffn_is_per_token else None,
+            rest_of_block=self._rest_of_block(residual),
             is_last=self.is_last,
             stack=self.stack,
             is_cross_attention=self.adapter.is_cross_attention,
         )
 
-    def _rest_of_block(self, residual: Tensor) -> RestOfBlock:
-        """Recompute what follows the attention for single tokens, with the block's own modules."""
+    def _per_head(self, projected: Tensor, n_heads: int, d_head: int) -> Tensor:
+        """``[batch, seq, kv_heads·d_head]`` → ``[batch, heads, seq, d_head]``, key/value heads repeated."""
+        batch, seq, width = projected.shape
+        n_kv_heads = width // d_head
+        if n_kv_heads * d_head != width or n_heads % n_kv_heads:
+            raise DecompositionError(self.model_class, self.layer_idx, "key/value heads layout", float("inf"), 0)
+        per_head = projected.reshape(batch, seq, n_kv_heads, d_head).transpose(1, 2)
+        return per_head.repeat_interleave(n_heads // n_kv_heads, dim=1) if n_kv_heads != n_heads else per_head
 
-        def ffn(h: Tensor) -> Tensor:
-            for module in self.ffn:
-                h = _first_tensor(module(h))
-            return h
+    def _ffn(self, h: Tensor) -> Tensor:
+        for module in self.ffn:
+            h = first_tensor(module(h))
+        return h
+
+    def _after_attention(self, residual: Tensor, attention_output: Tensor, final_norm: bool) -> Tensor:
+        """The block from the residual addition on: norms and FFN (and the stack's final norm if asked)."""
+        attention_output = attention_output.to(residual.dtype)
+        if self.adapter.pre_norm:
+            m = residual + attention_output
+            out = m + self._ffn(self.norm2(m))
+        else:
+            h = self.norm1(residual + attention_output)
+            out = self.norm2(h + self._ffn(h))
+        if final_norm and self.final_norm is not None:
+            out = self.final_norm(out)
+        return out
+
+    def _rest_of_block(self, residual: Tensor) -> RestOfBlock | None:
+        """Recompute what follows the attention for single tokens, with the block's own modules."""
+        if self.following is not None:
+            return self._rest_through_cross_attention(residual)
+        if not self.adapter.ffn_is_per_token:
+            return None
 
         def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
-            x = residual[batch_idx, query_idx].unsqueeze(0)
-            attention_output = attention_output.to(x.dtype).unsqueeze(0)
             with self.session.pause():
-                if self.adapter.pre_norm:
-                    m = x + attention_output
-                    out = m + ffn(self.norm2(m))
-                else:
-                    h = self.norm1(x + attention_output)
-                    out = self.norm2(h + ffn(h))
-                if final_norm and self.final_norm is not None:
-                    out = self.final_norm(out)
-            return out.squeeze(0)
+                x = residual[batch_idx, query_idx].unsqueeze(0)
+                return self._after_attention(x, attention_output.unsqueeze(0), final_norm).squeeze(0)
 
         return rest
+
+    def _rest_through_cross_attention(self, residual: Tensor) -> RestOfBlock:
+        """Decoder self-attention: the residual addition, then the same block's cross-attention and FFN."""
+        follow = self.following.follow_from_residual()
+
+        def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
+            with self.session.pause():
+                x = residual[batch_idx, query_idx]
+                stream = x + attention_output.to(x.dtype)
+                if not self.adapter.pre_norm:
+                    stream = self.norm1(stream.unsqueeze(0)).squeeze(0)
+                return follow(stream, batch_idx, final_norm)
+
+        return rest
+
+    def follow_from_residual(self) -> Callable[[Tensor, Tensor, bool], Tensor]:
+        """Cross-attention view: ``(stream [n, d], batch_idx [n], final_norm) -> block output``, recomputing the
+        cross-attention for the given decoder stream; checked against the recorded output first."""
+        alpha = self.slots["alpha"]
+        n_heads = alpha.shape[1]
+        w_o, b_o = output_projection_per_head(self.output_proj, n_heads)
+        d_head = w_o.shape[1]
+        scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0
+        attend = cross_attention_fn(
+            query=resolve(self.block, self.adapter.query),
+            keys_bhse=self._per_head(self.slots["keys"], n_heads, d_head),
+            values_bhse=self._per_head(self.slots["values"], n_heads, d_head),
+            source_mask_bs=alpha.abs().amax(dim=(1, 2)) > 0,
+            w_o_hed=w_o,
+            b_o_d=b_o,
+            scaling=scaling,
+        )
+        reads = self.slots["norm1_output"] if self.adapter.pre_norm else self.slots["residual"]
+        batch, n_queries, d_model = reads.shape
+        every_b = torch.arange(batch, device=reads.device).repeat_interleave(n_queries)
+        with self.session.pause():
+            rebuilt = attend(reads.reshape(-1, d_model), every_b).reshape(batch, n_queries, -1)
+        error = relative_error(rebuilt, self.slots["attention_output"])
+        tolerance = tolerance_for(reads.dtype)
+        if not error <= tolerance:
+            raise DecompositionError(
+                self.model_class, self.layer_idx, "cross-attention recomputation", error, tolerance
+            )
+
+        def follow(stream: Tensor, batch_idx: Tensor, final_norm: bool) -> Tensor:
+            with self.session.pause():
+                reads = self.norm1(stream.unsqueeze(0)).squeeze(0) if self.adapter.pre_norm else stream
+                output = attend(reads, batch_idx)
+                return self._after_attention(stream.unsqueeze(0), output.unsqueeze(0), final_norm).squeeze(0)
+
+        return follow
 
 
 def _views(adapter: Adapter | EncoderDecoderAdapter) -> dict[str, Adapter]:
@@ -318,6 +316,7 @@ def recording(model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter, 
     """
     session = _Session()
     recorders: list[_BlockRecorder] = []
+    by_stack: dict[str, list[_BlockRecorder]] = {}
     for stack, view in _views(adapter).items():
         blocks = resolve(model.base_model, view.blocks)
         stack_recorders = [
@@ -327,6 +326,10 @@ def recording(model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter, 
         stack_recorders[-1].is_last = True
         if view.final_norm is not None:
             stack_recorders[-1].final_norm = resolve(model.base_model, view.final_norm)
+        if stack == "cross":  # the decoder self-attention's rest of block runs through the cross-attention
+            for decoder_recorder, cross_recorder in zip(by_stack["decoder"], stack_recorders, strict=True):
+                decoder_recorder.following = cross_recorder
+        by_stack[stack] = stack_recorders
         recorders.extend(stack_recorders)
     handles: list[RemovableHandle] = []
     try:

@@ -50,6 +50,8 @@ T5 = EncoderDecoderAdapter(
         ffn=("layer.2.DenseReluDense",),
         residual_source=("layer.1.layer_norm", "input"),
         is_cross_attention=True,
+        query="layer.1.EncDecAttention.q",
+        key="layer.1.EncDecAttention.k",
         is_causal=True,
         final_norm="decoder.final_layer_norm",
         **_COMMON,

@@ -40,12 +40,18 @@ def row_scale(norms: Sequence[NormRecord], like: Tensor) -> Float[Tensor, "batch
     return scale
 
 
+def with_empty_residual_column(matrix: Float[Tensor, "*batch query key"]) -> Float[Tensor, "*batch query key_1"]:
+    """Append a zero last column: the residual slot of a cross-attention measure that does not score the residual."""
+    return torch.cat([matrix, matrix.new_zeros(*matrix.shape[:-1], 1)], dim=-1)
+
+
 def transformed_l2_norms(
     attention: AttentionRecord,
     *,
     residual: Float[Tensor, "batch query d_model"] | None,
     norms: Sequence[NormRecord],
     memory_budget: int,
+    residual_column: bool = False,
 ) -> Float[Tensor, "batch query key"]:
     """``‖c_i · L(Σ_h α^h_ij f^h_j + δ_ij x_i)‖₂`` for every query ``i`` and key ``j``, via per-key Gram matrices.
 
@@ -54,14 +60,20 @@ def transformed_l2_norms(
         residual: ``x_i`` added on the diagonal, or ``None`` for no residual.
         norms: Normalization layers applied in order (their linear parts; their ``1/σ`` scales multiply rows).
         memory_budget: Bytes allowed for per-chunk intermediates ``[batch, chunk, key, head]``.
+        residual_column: Cross-attention: the residual is not one of the keys; its norm ``‖c_i · L(x_i)‖₂`` is
+            returned as an extra last column instead of being added on the diagonal.
 
     Returns:
-        Non-negative norms ``[batch, query, key]``.
+        Non-negative norms ``[batch, query, key]`` (``[batch, query, key + 1]`` with ``residual_column``).
     """
     alpha_bhqk = attention.alpha
     batch, n_heads, n_queries, n_keys = alpha_bhqk.shape
     f_bhkd = apply_linear_parts(norms, head_vectors(attention))
     gram_bkhg = torch.einsum("bhkd,bgkd->bkhg", f_bhkd, f_bhkd)
+    if residual is not None and residual_column:
+        own = transformed_l2_norms(attention, residual=None, norms=norms, memory_budget=memory_budget)
+        x_norm_bq = apply_linear_parts(norms, residual.float()).norm(dim=-1) * row_scale(norms, attention.output)
+        return torch.cat([own, x_norm_bq[..., None]], dim=-1)
     if residual is not None:
         x_bqd = apply_linear_parts(norms, residual.float())
         # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).

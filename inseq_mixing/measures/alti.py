@@ -37,9 +37,13 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         record: One layer's record.
         memory_budget: Bytes allowed for one chunk's intermediates.
 
+    Cross-attention records (ALTI+, Ferrando et al., 2022, "Towards Opening the Black Box of Neural Machine
+    Translation", https://aclanthology.org/2022.emnlp-main.599): the keys are source tokens and the residual (the
+    decoder stream entering the cross-attention) gets its own last column, scored by the same rule.
+
     Returns:
-        Non-negative, unnormalized contributions ``[batch, query, key]`` in float32 (rows are divided by their sum
-        by :func:`inseq_mixing.context_mixing`).
+        Non-negative, unnormalized contributions ``[batch, query, key]`` in float32 (``[batch, query, key + 1]``
+        for cross-attention; rows are divided by their sum by :func:`inseq_mixing.context_mixing`).
     """
     attention = record.attention
     norms = () if record.pre_norm else (record.norm1,)
@@ -56,12 +60,6 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
     attended_bqd = torch.einsum("bhqk,bhkd->bqd", alpha_bhqk.float(), f_bhkd)
     y_hat_bqd = attended_bqd + x_bqd + bias_bqd
-    # The diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁.
-    diag = torch.arange(min(n_queries, n_keys), device=alpha_bhqk.device)
-    alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float()
-    self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd[:, :, diag]) + x_bqd[:, diag]
-    diag_distance_bq = (y_hat_bqd[:, diag] - self_bqd).abs().sum(-1)
-
     y_norm_bq = y_hat_bqd.abs().sum(-1)
     distance_bqk = y_norm_bq[:, :, None].expand(batch, n_queries, n_keys).clone()
     block_bytes = min(memory_budget, CACHE_FRIENDLY_BYTES)
@@ -81,5 +79,11 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
                 distance_bqk[b, queries, keys] = residual_kqd.abs_().sum(-1).T
-    distance_bqk[:, diag, diag] = diag_distance_bq
+    if record.is_cross_attention:  # the residual is its own, last column: ‖ŷ_i − L x_i‖₁
+        distance_bqk = torch.cat([distance_bqk, (y_hat_bqd - x_bqd).abs().sum(-1)[..., None]], dim=-1)
+    else:  # the diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁
+        diag = torch.arange(n_queries, device=alpha_bhqk.device)
+        alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float()
+        self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd[:, :, diag]) + x_bqd
+        distance_bqk[:, diag, diag] = (y_hat_bqd - self_bqd).abs().sum(-1)
     return ((y_norm_bq[:, :, None] - distance_bqk) * scale_bq[:, :, None]).clamp_min(0)

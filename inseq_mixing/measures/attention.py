@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
+from ._decompose import with_empty_residual_column
 
 
 def attention(
@@ -23,7 +24,9 @@ def attention(
         memory_budget: Unused (kept for a uniform signature).
 
     Returns:
-        ``[batch, query, key]`` in float32; rows of non-padding queries sum to 1.
+        ``[batch, query, key]`` in float32; rows of non-padding queries sum to 1. Cross-attention records get an
+        extra last column of zeros (the residual, which attention weights do not score).
     """
     alpha = record.attention.alpha.float()
-    return alpha if per_head else alpha.mean(dim=1)
+    mixing = alpha if per_head else alpha.mean(dim=1)
+    return with_empty_residual_column(mixing) if record.is_cross_attention else mixing

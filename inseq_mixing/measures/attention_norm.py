@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import head_vectors, transformed_l2_norms
+from ._decompose import head_vectors, transformed_l2_norms, with_empty_residual_column
 
 
 def attention_norm(
@@ -27,9 +27,11 @@ def attention_norm(
         memory_budget: Bytes allowed for per-chunk intermediates.
 
     Returns:
-        Unnormalized norms ``[batch, query, key]`` in float32.
+        Unnormalized norms ``[batch, query, key]`` in float32 (cross-attention: plus a zero residual column).
     """
     if per_head:
         f_norm_bhk = head_vectors(record.attention).norm(dim=-1)
-        return record.attention.alpha.float() * f_norm_bhk[:, :, None, :]
-    return transformed_l2_norms(record.attention, residual=None, norms=(), memory_budget=memory_budget)
+        mixing = record.attention.alpha.float() * f_norm_bhk[:, :, None, :]
+    else:
+        mixing = transformed_l2_norms(record.attention, residual=None, norms=(), memory_budget=memory_budget)
+    return with_empty_residual_column(mixing) if record.is_cross_attention else mixing

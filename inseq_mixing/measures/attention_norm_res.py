@@ -26,4 +26,10 @@ def attention_norm_res(
     Returns:
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
-    return transformed_l2_norms(record.attention, residual=record.residual, norms=(), memory_budget=memory_budget)
+    return transformed_l2_norms(
+        record.attention,
+        residual=record.residual,
+        norms=(),
+        memory_budget=memory_budget,
+        residual_column=record.is_cross_attention,
+    )

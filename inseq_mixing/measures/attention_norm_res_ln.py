@@ -40,4 +40,5 @@ def attention_norm_res_ln(
         residual=record.residual,
         norms=(norm_after_residual(record),),
         memory_budget=memory_budget,
+        residual_column=record.is_cross_attention,
     )

@@ -31,4 +31,10 @@ def globenc(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) 
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
     norms = (norm_after_residual(record),) if record.pre_norm else (record.norm1, record.norm2)
-    return transformed_l2_norms(record.attention, residual=record.residual, norms=norms, memory_budget=memory_budget)
+    return transformed_l2_norms(
+        record.attention,
+        residual=record.residual,
+        norms=norms,
+        memory_budget=memory_budget,
+        residual_column=record.is_cross_attention,
+    )

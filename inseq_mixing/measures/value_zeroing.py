@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import head_vectors
+from ._decompose import head_vectors, with_empty_residual_column
 
 HeadSelection = int | tuple[int, int] | Sequence[int] | None
 """Heads to zero: ``None`` (all), one head, a ``(start, end)`` range, or a list of heads."""
@@ -71,19 +71,23 @@ def value_zeroing(
         memory_budget: Bytes allowed for one chunk's intermediates.
 
     Returns:
-        Raw distances ``[batch, query, key]`` in float32 (rows are divided by their sum, diagonal included, by
+        Raw distances ``[batch, query, key]`` in float32 (cross-attention: plus a zero residual column, since the
+        residual has no value vector to zero) (rows are divided by their sum, diagonal included, by
         :func:`inseq_mixing.context_mixing`). ``1 − cos`` can be a float32 rounding away from 0 (about ±1e-7).
     """
     if similarity not in ("cosine", "euclidean"):
         raise ValueError(f"Unknown similarity {similarity!r}; use 'cosine' or 'euclidean'.")
     if record.rest_of_block is None:
-        raise ValueError("value_zeroing needs a record with rest_of_block (recorded by inseq_mixing.extract).")
+        raise ValueError(
+            f"value_zeroing cannot rerun what follows this attention ({record.stack} layer {record.layer_idx}): the "
+            "record has no rest_of_block (a decoder's self-attention is followed by a cross-attention)."
+        )
     attention = record.attention
     batch, n_heads, n_queries, n_keys = attention.alpha.shape
     scores_bqk = torch.zeros(batch, n_queries, n_keys, dtype=torch.float32, device=attention.alpha.device)
     zeroed = selected_heads(heads, record.layer_idx, n_heads)
     if not zeroed:
-        return scores_bqk
+        return with_empty_residual_column(scores_bqk) if record.is_cross_attention else scores_bqk
     through_final_norm = final_norm_on_last_layer and record.is_last
     alpha_bhqk = attention.alpha[:, zeroed].float()
     f_bhkd = head_vectors(attention)[:, zeroed]
@@ -115,4 +119,4 @@ def value_zeroing(
         scores_bqk[b_idx, q_idx, k_idx + start] = distance_p
     if zero_below > 0:
         scores_bqk = torch.where(scores_bqk < zero_below, torch.zeros_like(scores_bqk), scores_bqk)
-    return scores_bqk
+    return with_empty_residual_column(scores_bqk) if record.is_cross_attention else scores_bqk

@@ -1,0 +1,81 @@
+"""Module-level helpers of the extractors: path lookup, eager attention and eval mode, output projections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+from transformers import PretrainedConfig
+from transformers.pytorch_utils import Conv1D
+
+from ..errors import UnsupportedArchitectureError
+
+
+def resolve(root: nn.Module, path: str) -> nn.Module:
+    """Return the submodule at dotted ``path``; raise :class:`UnsupportedArchitectureError` if it is missing."""
+    module = root
+    for name in path.split("."):
+        if not hasattr(module, name):
+            raise UnsupportedArchitectureError(
+                f"{type(root).__name__} has no submodule '{path}' (missing '{name}'); the adapter does not match "
+                "this model's structure."
+            )
+        module = getattr(module, name)
+    return module
+
+
+def first_tensor(output: Any) -> Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _configs_of(model: nn.Module) -> list[PretrainedConfig]:
+    seen: dict[int, PretrainedConfig] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            seen.setdefault(id(config), config)
+            for key in getattr(config, "sub_configs", {}) or {}:
+                sub = getattr(config, key, None)
+                if isinstance(sub, PretrainedConfig):
+                    seen.setdefault(id(sub), sub)
+    return list(seen.values())
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with eager attention (which returns the attention weights), restoring the setting after."""
+    saved = [(config, config.__dict__.get("_attn_implementation_internal")) for config in _configs_of(model)]
+    try:
+        for config, _ in saved:
+            config.__dict__["_attn_implementation_internal"] = "eager"
+        yield
+    finally:
+        for config, value in saved:
+            config.__dict__["_attn_implementation_internal"] = value
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode (no dropout), restoring its training flag after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def output_projection_per_head(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
+    """Split an output projection into per-head rows ``[head, d_head, d_model]`` and its bias."""
+    if isinstance(module, nn.Linear):
+        weight = module.weight.t()
+    elif isinstance(module, Conv1D):
+        weight = module.weight
+    else:
+        raise UnsupportedArchitectureError(
+            f"Output projection of type {type(module).__name__} is not supported; expected nn.Linear or Conv1D."
+        )
+    d_in, d_model = weight.shape
+    return weight.reshape(n_heads, d_in // n_heads, d_model), module.bias
