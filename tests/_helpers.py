@@ -38,8 +38,10 @@ def sample_inputs(model: PreTrainedModel, batch: int = 2, seq: int = 7, seed: in
 
 
 def collect_records(model: PreTrainedModel, input_ids: torch.Tensor, **kwargs) -> list[LayerRecord]:
-    """Run a forward pass and keep every layer's verified record."""
+    """Run a forward pass and keep every layer's verified record (pass ``decoder_input_ids`` to encoder-decoders)."""
     records: list[LayerRecord] = []
+    if "decoder_input_ids" in kwargs:
+        kwargs.setdefault("use_cache", False)
     with recording(model, _get_adapter(model), records.append):
         model.base_model(input_ids=input_ids, **kwargs)
     return records

@@ -24,7 +24,9 @@ def attention_vectors(record: LayerRecord) -> Tensor:
 
 
 def with_residual(record: LayerRecord, z: Tensor) -> Tensor:
-    """``r_ij = z_ij + δ_ij x_i``."""
+    """``r_ij = z_ij + δ_ij x_i``; for cross-attention the residual is appended as an extra last key instead."""
+    if record.is_cross_attention:
+        return torch.cat([z, record.residual.double()[:, :, None]], dim=2)
     r = z.clone()
     n = r.shape[1]
     r[:, range(n), range(n)] += record.residual.double()
@@ -67,10 +69,9 @@ def norm_after_residual(record: LayerRecord) -> NormRecord:
 def naive_measure(record: LayerRecord, name: str) -> Tensor:
     """The unnormalized ``[batch, query, key]`` matrix of measure ``name``, straight from its definition."""
     z = attention_vectors(record)
-    if name == "attention":
-        return record.attention.alpha.double().mean(1)
-    if name == "attention_norm":
-        return z.norm(dim=-1)
+    if name in ("attention", "attention_norm"):
+        scores = record.attention.alpha.double().mean(1) if name == "attention" else z.norm(dim=-1)
+        return torch.cat([scores, scores.new_zeros(*scores.shape[:2], 1)], -1) if record.is_cross_attention else scores
     r = with_residual(record, z)
     if name == "attention_norm_res":
         return r.norm(dim=-1)
@@ -97,29 +98,38 @@ def alti_bias(record: LayerRecord) -> Tensor:
 
 
 def brute_force_value_zeroing(
-    model, input_ids: Tensor, layer_idx: int, token_idx: int, heads: list[int] | None = None
+    model,
+    input_ids: Tensor,
+    layer_idx: int,
+    token_idx: int,
+    heads: list[int] | None = None,
+    *,
+    stack: str = "layers",
+    decoder_input_ids: Tensor | None = None,
 ) -> Tensor:
     """``1 − cos`` between every token's clean and corrupted output of block ``layer_idx``, by rerunning the model.
 
     The value projection's output of token ``token_idx`` is zeroed (value bias included) in ``heads`` (all if
-    ``None``) of block ``layer_idx`` only; earlier blocks run clean, so the block sees its original input.
-    Returns ``[batch, query]``.
+    ``None``) of block ``layer_idx`` of ``stack`` only; earlier blocks run clean, so the block sees its original
+    input. For encoder-decoders, ``stack`` names the attention ("encoder", "decoder" self or "cross") and the
+    compared output is that block's output. Returns ``[batch, query]``.
     """
-    from inseq_mixing.extract import blocks_of, get_adapter
+    from inseq_mixing.extract import EncoderDecoderAdapter, blocks_of, get_adapter
     from inseq_mixing.extract._modules import resolve
 
     adapter = get_adapter(model)
-    block = blocks_of(model)[layer_idx]
-    d_model = model.config.hidden_size
-    n_heads = model.config.num_attention_heads
+    view = getattr(adapter, stack) if isinstance(adapter, EncoderDecoderAdapter) else adapter
+    block = blocks_of(model, stack)[layer_idx]
+    d_model = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
+    n_heads = block_heads(model, stack)
 
     def zero_value(_module, _inputs, output):
         output = output.clone()
-        values = adapter.value_split(output, 1, d_model) if adapter.value_split else output
+        values = view.value_split(output, 1, d_model) if view.value_split else output
         if heads is None:
             values[:, token_idx] = 0
         else:
-            per_head = values.view(*values.shape[:2], -1, values.shape[-1] * 0 + values.shape[-1] // n_heads)
+            per_head = values.view(*values.shape[:2], n_heads, -1)
             per_head[:, token_idx, heads] = 0
         return output
 
@@ -128,15 +138,29 @@ def brute_force_value_zeroing(
     def capture(_module, _inputs, output):
         captured["out"] = output[0] if isinstance(output, tuple) else output
 
+    kwargs = {"input_ids": input_ids}
+    if decoder_input_ids is not None:
+        kwargs.update(decoder_input_ids=decoder_input_ids, use_cache=False)
     with torch.no_grad():
         handle = block.register_forward_hook(capture)
-        model.base_model(input_ids=input_ids)
+        model.base_model(**kwargs)
         clean = captured["out"].double()
-        zero_handle = resolve(block, adapter.value).register_forward_hook(zero_value)
+        zero_handle = resolve(block, view.value).register_forward_hook(zero_value)
         try:
-            model.base_model(input_ids=input_ids)
+            model.base_model(**kwargs)
         finally:
             zero_handle.remove()
             handle.remove()
     corrupted = captured["out"].double()
     return 1 - torch.nn.functional.cosine_similarity(corrupted, clean, dim=-1)
+
+
+def block_heads(model, stack: str) -> int:
+    """Number of attention heads of ``stack``'s blocks, from the config."""
+    config = model.config
+    for name in ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"):
+        if stack in ("decoder", "cross") and hasattr(config, "decoder_attention_heads"):
+            return config.decoder_attention_heads
+        if hasattr(config, name):
+            return getattr(config, name)
+    raise AttributeError("no head count in config")
