@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     mix = commands.add_parser("mix", help="Print and plot the context-mixing matrices of one text.")
     mix.add_argument("--model", help="Local model directory (default: the packaged all-MiniLM-L6-v2).")
     mix.add_argument("--method", required=True, help=f"One of: {', '.join(METHODS)}.")
-    mix.add_argument("--text", required=True, help="The text to analyse.")
+    mix.add_argument("--text", required=True, help="The text to analyse (the source for encoder-decoders).")
+    mix.add_argument("--target", help="Encoder-decoder models: the target text the decoder reads.")
     mix.add_argument("--rollout", action="store_true", help="Aggregate layers by rollout.")
     mix.add_argument("--plot", type=Path, help="Save per-layer heatmaps to this image file (e.g. out/mix.png).")
     mix.add_argument("--digits", type=int, default=2, help="Decimals shown in the table.")
@@ -90,6 +91,7 @@ def run_inseq(argv: Sequence[str]) -> int:
 
 def run_mix(args: argparse.Namespace) -> int:
     """Compute, print the last layer as a table, and optionally plot every layer."""
+    import torch
     from rich.console import Console
     from rich.table import Table
     from transformers import AutoModel, AutoTokenizer
@@ -105,23 +107,38 @@ def run_mix(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
     encoded = tokenizer(args.text, return_tensors="pt")
-    mixing = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
     kind = "rollout" if args.rollout or args.method == "attention_rollout" else "layer-wise"
+    if model.config.is_encoder_decoder:
+        if args.target is None:
+            raise ValueError("encoder-decoder models need --target TEXT (the target the decoder reads).")
+        target_ids = tokenizer(text_target=args.target, return_tensors="pt")["input_ids"]
+        start = torch.tensor([[model.config.decoder_start_token_id]])
+        target_ids = torch.cat([start, target_ids], dim=1)
+        mixing = context_mixing(model, encoded["input_ids"], args.method, decoder_input_ids=target_ids)
+        target_tokens = tokenizer.convert_ids_to_tokens(target_ids[0].tolist())
+        if mixing.combined is not None:
+            matrices, kind = mixing.combined[0], "source + target rollout"
+        else:
+            matrices = torch.cat([mixing.cross[0, ..., :-1], mixing.decoder[0]], dim=-1)
+            kind = "cross-attention | decoder self-attention, layer-wise"
+        rows, columns = target_tokens, [*tokens, *target_tokens]
+    else:
+        matrices = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
+        rows = columns = tokens
     name = f"{type(model).__name__} ({label})"
     table = Table(title=f"{args.method}, {kind}, last layer — {name}; each row receives from the columns")
     table.add_column("token", style="bold")
-    for token in tokens:
+    for token in columns:
         table.add_column(token, justify="right")
-    last = mixing[-1]
-    for token, row in zip(tokens, last.tolist(), strict=True):
+    for token, row in zip(rows, matrices[-1].tolist(), strict=True):
         table.add_row(token, *(f"{value:.{args.digits}f}" for value in row))
     console = Console()
     console.print(table)
     if args.plot is not None:
         from .plot import plot_layers
 
-        written = plot_layers(mixing, tokens, args.plot, title=f"{args.method}, {kind} — {name}")
+        written = plot_layers(matrices, rows, args.plot, column_tokens=columns, title=f"{args.method}, {kind} — {name}")
         console.print(f"Per-layer heatmaps written to {written}")
     return 0
 
@@ -134,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run_mix(args)
-    except (UnknownMethodError, UnsupportedArchitectureError, FileNotFoundError) as error:
+    except (UnknownMethodError, UnsupportedArchitectureError, FileNotFoundError, ValueError) as error:
         print(f"inseq-mixing: error: {error}", file=sys.stderr)
         return 2
 

@@ -55,6 +55,22 @@ def test_mix_prints_the_table_and_writes_heatmaps(tmp_path) -> None:
     assert len(np.unique(np.asarray(image))) > 20  # not a blank canvas
 
 
+def test_attribute_and_mix_on_an_encoder_decoder(tmp_path) -> None:
+    path = str(saved_model("marian"))
+    out_file = tmp_path / "out.json"
+    result = run_cli(
+        "attribute", "-a", "alti", "-m", path, "--input_texts", "either you win the game",
+        "--generated_texts", "the cat sat", "--save_path", str(out_file), "--hide_attributions",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "source_attributions" in out_file.read_text()
+    result = run_cli("mix", "--model", path, "--method", "alti", "--text", "either you win", "--target", "the cat")
+    assert result.returncode == 0, result.stderr
+    assert "source + target rollout" in result.stdout and "either" in result.stdout
+    missing_target = run_cli("mix", "--model", path, "--method", "alti", "--text", "either you win")
+    assert missing_target.returncode == 2 and "--target" in missing_target.stderr
+
+
 def test_mix_defaults_to_the_packaged_minilm() -> None:
     result = run_cli("mix", "--method", "attention_norm", "--text", "The cat sat on the mat .")
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ from inseq.attr.feat import ValueZeroingAttribution as InseqValueZeroingAttribut
 from inseq.utils import Registry
 from torch import Tensor
 
-from ..errors import UnsupportedArchitectureError
+from ..encoder_decoder import EncoderDecoderMixing
 from ..measures import DEFAULT_MEMORY_BUDGET
 from ..mixing import METHODS, context_mixing
 from .outputs import MixingStepOutput
@@ -43,30 +43,46 @@ class ContextMixing:
         self,
         input_ids: Tensor,
         attention_mask: Tensor,
+        decoder_input_ids: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
         rollout: bool | None = None,
         normalize: bool = True,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    ) -> Tensor:
-        """``[batch, layer, query, key]`` matrices of the whole sequences (see :func:`inseq_mixing.context_mixing`).
+    ) -> Tensor | EncoderDecoderMixing:
+        """The matrices of the whole sequences (see :func:`inseq_mixing.context_mixing`).
 
         Args:
-            input_ids: Token ids of prompt + generated text.
+            input_ids: Token ids of prompt + generated text (the source for encoder-decoders).
             attention_mask: 1 for tokens, 0 for padding.
+            decoder_input_ids: Encoder-decoders: the whole target (decoder start token first).
+            decoder_attention_mask: Its padding mask.
             rollout: Rolled-out (True) or layer-wise (False) scores; ``None`` uses the method's default (rollout for
                 ``attention_rollout``, ``globenc`` and ``alti``).
             normalize: Row-normalize each layer (the reference implementations' convention).
             memory_budget: Bytes a measure may use for per-chunk intermediates.
         """
         return self.compute(
-            input_ids, attention_mask, rollout=rollout, normalize=normalize, memory_budget=memory_budget
-        )
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, rollout=rollout,
+            normalize=normalize, memory_budget=memory_budget,
+        )  # fmt: skip
 
-    def compute(self, input_ids: Tensor, attention_mask: Tensor, *, rollout: bool | None, **options: Any) -> Tensor:
+    def compute(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        decoder_input_ids: Tensor | None,
+        decoder_attention_mask: Tensor | None,
+        *,
+        rollout: bool | None,
+        **options: Any,
+    ) -> Tensor | EncoderDecoderMixing:
         return context_mixing(
             self.attribution_model.model,
             input_ids,
             self.method,
             attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
             rollout=self.rolls_out(rollout),
             **options,
         )
@@ -85,6 +101,8 @@ class ValueZeroingMixing(ContextMixing):
         self,
         input_ids: Tensor,
         attention_mask: Tensor,
+        decoder_input_ids: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
         similarity_metric: str = "cosine",
         decoder_zeroed_units_indices: Any = None,
         encoder_zeroed_units_indices: Any = None,
@@ -96,19 +114,22 @@ class ValueZeroingMixing(ContextMixing):
         rollout: bool | None = None,
         normalize: bool = True,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    ) -> Tensor:
+    ) -> Tensor | EncoderDecoderMixing:
         """Value zeroing scores of the whole sequences, layer-wise unless ``rollout=True``.
 
         Args:
-            input_ids: Token ids of prompt + generated text.
+            input_ids: Token ids of prompt + generated text (the source for encoder-decoders).
             attention_mask: 1 for tokens, 0 for padding.
+            decoder_input_ids: Encoder-decoders: the whole target.
+            decoder_attention_mask: Its padding mask.
             similarity_metric: ``"cosine"`` (``1 − cos``) or ``"euclidean"`` (the distance itself).
-            decoder_zeroed_units_indices: Heads whose values are zeroed (``None``: all; an int, a ``(start, end)``
-                range, a list, or ``{layer: heads}`` where unnamed layers are not zeroed), as in inseq.
-            encoder_zeroed_units_indices: The same for encoders of encoder-decoder models.
-            cross_zeroed_units_indices: The same for cross-attention of encoder-decoder models.
-            output_decoder_self_scores: Kept for inseq compatibility (decoder-only models always output them).
-            output_encoder_self_scores: Kept for inseq compatibility.
+            decoder_zeroed_units_indices: Heads whose values are zeroed in the (decoder) self-attention (``None``:
+                all; an int, a ``(start, end)`` range, a list, or ``{layer: heads}`` where unnamed layers are not
+                zeroed), as in inseq.
+            encoder_zeroed_units_indices: The same for the encoder of encoder-decoder models.
+            cross_zeroed_units_indices: The same for the cross-attention of encoder-decoder models.
+            output_decoder_self_scores: Accepted for inseq compatibility; decoder self scores are always returned.
+            output_encoder_self_scores: Accepted for inseq compatibility; encoder scores are always returned.
             zero_below: Raw scores below this are set to 0 before normalizing (inseq's 1e-5 by default; 0 gives the
                 paper's definition).
             final_norm_on_last_layer: Compare the last layer's outputs after the model's final norm, as inseq does
@@ -117,16 +138,23 @@ class ValueZeroingMixing(ContextMixing):
             normalize: Row-normalize each layer.
             memory_budget: Bytes a chunk may use.
         """
-        if self.attribution_model.is_encoder_decoder and (encoder_zeroed_units_indices or cross_zeroed_units_indices):
-            raise UnsupportedArchitectureError("Value zeroing of encoder-decoder models is not supported yet.")
+        heads: Any = decoder_zeroed_units_indices
+        if self.attribution_model.is_encoder_decoder:
+            heads = {
+                "encoder": encoder_zeroed_units_indices,
+                "decoder": decoder_zeroed_units_indices,
+                "cross": cross_zeroed_units_indices,
+            }
         return self.compute(
             input_ids,
             attention_mask,
+            decoder_input_ids,
+            decoder_attention_mask,
             rollout=rollout,
             normalize=normalize,
             memory_budget=memory_budget,
             similarity=similarity_metric,
-            heads=decoder_zeroed_units_indices,
+            heads=heads,
             zero_below=zero_below,
             final_norm_on_last_layer=final_norm_on_last_layer,
         )
@@ -147,51 +175,77 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
 
     def attribute(self, batch: Any, attributed_fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Compute the whole batch in one forward pass, then let inseq iterate over the generation steps."""
-        if self.attribution_model.is_encoder_decoder:
-            raise UnsupportedArchitectureError(
-                f"Method '{self.method_name}' does not support encoder-decoder models yet "
-                f"({type(self.attribution_model.model).__name__}); use a decoder-only model."
-            )
         options = dict(kwargs.get("attribution_args") or {})
-        input_ids, attention_mask = batch.input_ids, batch.attention_mask
-        full = self.method.attribute(input_ids, attention_mask, **options)
-        self._pending = {"full": full, "rolled_out": self.method.rolls_out(options.get("rollout"))}
+        rolled_out = self.method.rolls_out(options.get("rollout"))
+        if self.attribution_model.is_encoder_decoder:
+            source, target = batch.sources, batch.targets
+            mixing = self.method.attribute(
+                source.input_ids, source.attention_mask, target.input_ids, target.attention_mask, **options
+            )
+            n_source = source.input_ids.shape[1]
+            if rolled_out and mixing.combined is None:
+                raise ValueError(f"'{self.method_name}' has no combined encoder-decoder rollout; pass rollout=False.")
+            if rolled_out:
+                per_source, per_target = mixing.combined[..., :n_source], mixing.combined[..., n_source:]
+            else:
+                per_source, per_target = mixing.cross[..., :n_source], mixing.decoder
+            encoder = mixing.encoder
+            target_mask, source_mask = target.attention_mask, source.attention_mask
+        else:
+            per_target = self.method.attribute(batch.input_ids, batch.attention_mask, **options)
+            per_source = encoder = source_mask = None
+            target_mask = batch.attention_mask
+        self._pending = {"source": per_source, "target": per_target, "rolled_out": rolled_out}
         try:
             out = super().attribute(batch, attributed_fn, *args, **kwargs)
         finally:
             self._pending = None
         for row, sequence in enumerate(out.sequence_attributions):
-            valid = attention_mask[row].bool().to(full.device)
-            matrix_lqk = full[row][:, valid][:, :, valid].cpu()
-            if matrix_lqk.shape[-1] != len(sequence.target):
-                raise ValueError(
-                    f"Sequence {row} has {matrix_lqk.shape[-1]} tokens but inseq kept {len(sequence.target)}: inseq "
-                    f"drops every token equal to the pad token ({self.attribution_model.pad_token!r}) from its "
-                    "targets, so scores cannot be aligned with tokens. Remove that token from the text or set a "
-                    "pad token that does not occur in it."
-                )
-            # inseq's layout: [contributing token, receiving token, layer]
-            sequence.sequence_scores = {
-                **(sequence.sequence_scores or {}),
-                "decoder_mixing": matrix_lqk.permute(2, 1, 0),
-            }
+            scores = dict(sequence.sequence_scores or {})
+            scores["decoder_mixing"] = self._unpadded(per_target[row], target_mask[row], len(sequence.target), row)
+            if encoder is not None:
+                scores["encoder_mixing"] = self._unpadded(encoder[row], source_mask[row], len(sequence.source), row)
+            sequence.sequence_scores = scores
         return out
+
+    def _unpadded(self, matrix_lqk: Tensor, mask: Tensor, n_tokens: int, row: int) -> Tensor:
+        """One sequence's ``[layer, query, key]`` matrices without padding, in inseq's ``[key, query, layer]``."""
+        valid = mask.bool().to(matrix_lqk.device)
+        matrix_lqk = matrix_lqk[:, valid][:, :, valid].cpu()
+        if matrix_lqk.shape[-1] != n_tokens:
+            raise ValueError(
+                f"Sequence {row} has {matrix_lqk.shape[-1]} tokens but inseq kept {n_tokens}: inseq drops every "
+                f"token equal to the pad token ({self.attribution_model.pad_token!r}) from its outputs, so scores "
+                "cannot be aligned with tokens. Remove that token from the text or set a pad token that does not "
+                "occur in it."
+            )
+        return matrix_lqk.permute(2, 1, 0)
 
     def filtered_attribute_step(self, batch: Any, target_ids: Tensor, attributed_fn: Any, *args: Any, **kwargs: Any):
         """Note which rows are still generating and the step's prefix length, then run inseq's step."""
         mask = kwargs.get("target_attention_mask", args[0] if args else None)
-        full = self._require_pending()["full"]
-        rows = torch.arange(full.shape[0]) if mask is None else mask.reshape(-1).bool().nonzero().reshape(-1).cpu()
-        self._pending.update(rows=rows, step=batch.input_ids.shape[1])
+        pending = self._require_pending()
+        n_rows = pending["target"].shape[0]
+        rows = torch.arange(n_rows) if mask is None else mask.reshape(-1).bool().nonzero().reshape(-1).cpu()
+        prefix = batch.targets.input_ids if self.attribution_model.is_encoder_decoder else batch.input_ids
+        pending.update(rows=rows, step=prefix.shape[1])
         return super().filtered_attribute_step(batch, target_ids, attributed_fn, *args, **kwargs)
 
     def attribute_step(self, attribute_fn_main_args: dict[str, Any], attribution_args: dict[str, Any]):
-        """The row of the position predicting this step's token, over the keys before it, for every layer."""
+        """The row of the position predicting this step's token, for every layer: over the target tokens before it
+        and (encoder-decoders) over the source tokens."""
         pending = self._require_pending()
-        step = pending["step"]
-        scores_blk = pending["full"][pending["rows"].to(pending["full"].device), :, step - 1, :step]
+        step, rows = pending["step"], pending["rows"]
+        target = pending["target"]
+        target_blk = target[rows.to(target.device), :, step - 1, :step]
+        source_bls = None
+        if pending["source"] is not None:
+            source_bls = pending["source"][rows.to(target.device), :, step - 1, :]
         return MixingStepOutput(
-            target_attributions=scores_blk.permute(0, 2, 1), _num_dimensions=1, _rolled_out=pending["rolled_out"]
+            source_attributions=None if source_bls is None else source_bls.permute(0, 2, 1),
+            target_attributions=target_blk.permute(0, 2, 1),
+            _num_dimensions=1,
+            _rolled_out=pending["rolled_out"],
         )
 
     def _require_pending(self) -> dict[str, Any]:

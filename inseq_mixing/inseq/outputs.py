@@ -53,6 +53,7 @@ class RolloutMixingSequenceOutput(LayerwiseMixingSequenceOutput):
             names[2] = "Rollout Through Layer"
 
 
+@no_type_check  # inseq annotates source and target steps with one shared seq_len; an encoder-decoder's differ
 @dataclass(eq=False, repr=False)
 class MixingStepOutput(MultiDimensionalFeatureAttributionStepOutput):
     """One generation step of a context-mixing method: ``target_attributions`` is ``[batch, prefix, layer]``."""

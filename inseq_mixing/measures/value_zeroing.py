@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -16,11 +17,15 @@ HeadSelection = int | tuple[int, int] | Sequence[int] | None
 """Heads to zero: ``None`` (all), one head, a ``(start, end)`` range, or a list of heads."""
 
 
-def selected_heads(heads: HeadSelection | Mapping[int, HeadSelection], layer_idx: int, n_heads: int) -> list[int]:
-    """The query heads whose values are zeroed in layer ``layer_idx``.
+def selected_heads(heads: Any, layer_idx: int, n_heads: int, stack: str = "layers") -> list[int]:
+    """The query heads whose values are zeroed in layer ``layer_idx`` of ``stack``.
 
-    A mapping gives heads per layer, and layers it does not name are not zeroed (their scores are 0), as in inseq.
+    A mapping with int keys gives heads per layer, and layers it does not name are not zeroed (their scores are 0),
+    as in inseq. A mapping with str keys gives a selection per stack (``"encoder"``, ``"decoder"``, ``"cross"``);
+    stacks it does not name have every head zeroed.
     """
+    if isinstance(heads, Mapping) and any(isinstance(key, str) for key in heads):
+        heads = heads.get(stack)
     if isinstance(heads, Mapping):
         if layer_idx not in heads:
             return []
@@ -43,7 +48,7 @@ def value_zeroing(
     record: LayerRecord,
     *,
     similarity: str = "cosine",
-    heads: HeadSelection | Mapping[int, HeadSelection] = None,
+    heads: Any = None,
     zero_below: float = 0.0,
     final_norm_on_last_layer: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -64,7 +69,8 @@ def value_zeroing(
         record: One layer's record (with ``rest_of_block``).
         similarity: ``"cosine"`` (``1 − cos``, the paper) or ``"euclidean"`` (``‖x̃_i^{¬j} − x̃_i‖₂``).
         heads: Query heads whose values are zeroed: ``None`` (all), an int, a ``(start, end)`` range, a list, or a
-            ``{layer: heads}`` mapping (layers not named get zero scores).
+            ``{layer: heads}`` mapping (layers not named get zero scores); encoder-decoders also take
+            ``{"encoder": ..., "decoder": ..., "cross": ...}``, one such selection per attention.
         zero_below: Set raw scores below this value to 0 (inseq 0.7.1 uses 1e-5; the paper and toolkit use none).
         final_norm_on_last_layer: On the model's last layer, compare outputs after the model's final norm (what
             inseq 0.7.1 does, since it reads the model's last hidden state); elsewhere no effect.
@@ -85,7 +91,7 @@ def value_zeroing(
     attention = record.attention
     batch, n_heads, n_queries, n_keys = attention.alpha.shape
     scores_bqk = torch.zeros(batch, n_queries, n_keys, dtype=torch.float32, device=attention.alpha.device)
-    zeroed = selected_heads(heads, record.layer_idx, n_heads)
+    zeroed = selected_heads(heads, record.layer_idx, n_heads, record.stack)
     if not zeroed:
         return with_empty_residual_column(scores_bqk) if record.is_cross_attention else scores_bqk
     through_final_norm = final_norm_on_last_layer and record.is_last
