@@ -88,3 +88,15 @@ def test_generation_attributes_every_generated_token() -> None:
     assert seq.source_attributions.shape[1] == seq.attr_pos_end - seq.attr_pos_start <= 4
     total = torch.nansum(seq.source_attributions, 0) + torch.nansum(seq.target_attributions, 0)
     torch.testing.assert_close(total, torch.ones_like(total))
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    import inseq
+
+    out = load("t5", "alti").attribute(SOURCE, TARGET, show_progress=False)
+    out.save(tmp_path / "out.json")
+    loaded = inseq.FeatureAttributionOutput.load(tmp_path / "out.json").sequence_attributions[0]
+    original = out.sequence_attributions[0]
+    torch.testing.assert_close(loaded.source_attributions, original.source_attributions, equal_nan=True)
+    torch.testing.assert_close(loaded.target_attributions, original.target_attributions, equal_nan=True)
+    torch.testing.assert_close(loaded.aggregate().source_attributions, original.aggregate().source_attributions)
