@@ -79,17 +79,20 @@ class LayerRecord:
     """Everything the measures need about one Transformer block.
 
     Post-LN blocks (BERT): ``h = norm1(x + Attn(x))``, ``out = norm2(h + FFN(h))``.
-    Pre-LN blocks (GPT-2, Llama): ``m = x + Attn(norm1(x))``, ``out = m + FFN(norm2(m))``.
+    Pre-LN blocks (GPT-2, Llama): ``m = x + P_A(Attn(norm1(x)))``, ``out = m + P_F(FFN(norm2(m)))``, where the
+    post-attention and post-FFN norms ``P_A``, ``P_F`` exist in Gemma 2/3 and OLMo 2 and either pre-norm may be
+    missing (OLMo 2 has none).
+    Parallel blocks (GPT-J, GPT-NeoX, Falcon, Phi): ``out = x + Attn(norm1(x)) + FFN(norm2(x))``.
 
     Attributes:
         layer_idx: Index of the block (0 = first).
         pre_norm: ``True`` for pre-LN blocks, ``False`` for post-LN blocks.
         residual: The block input ``x``, which the residual connection around attention carries.
         attention: The self-attention module split per head.
-        norm1: Post-LN: the norm after the attention residual (input ``x + Attn(x)``). Pre-LN: the norm the
-            attention reads (input ``x``).
-        norm2: Post-LN: the norm after the FFN residual. Pre-LN: the norm the FFN reads (input
-            ``m = x + Attn(norm1(x))``).
+        norm1: Post-LN: the norm after the attention residual (input ``x + Attn(x)``). Pre-LN and parallel: the
+            norm the attention reads (input ``x``), or ``None``.
+        norm2: Post-LN: the norm after the FFN residual. Pre-LN: the norm the FFN reads (input ``m``), or ``None``.
+            Parallel: the norm the FFN reads (input ``x``).
         ffn_output: The feed-forward network's output ``FFN(·)``.
         output: The block output.
         rest_of_block: Recomputes, token by token, what follows the attention: given attention outputs ``[n, d_model]``
@@ -101,17 +104,23 @@ class LayerRecord:
             self-attention) or ``"cross"`` (decoder cross-attention) for encoder-decoder models.
         is_cross_attention: Keys are source tokens, not the query's own sequence: the residual is not one of the keys
             and measures report it as an extra last column.
+        post_attention_norm: A norm applied to the attention output before the residual addition, or ``None``.
+        post_ffn_norm: A norm applied to the FFN output before the residual addition, or ``None``.
+        parallel: Attention and FFN both read the block input and are added to it together.
     """
 
     layer_idx: int
     pre_norm: bool
     residual: Float[Tensor, "batch query d_model"]
     attention: AttentionRecord
-    norm1: NormRecord
-    norm2: NormRecord
+    norm1: NormRecord | None
+    norm2: NormRecord | None
     ffn_output: Float[Tensor, "batch query d_model"]
     output: Float[Tensor, "batch query d_model"]
     rest_of_block: RestOfBlock | None = None
     is_last: bool = False
     stack: str = "layers"
     is_cross_attention: bool = False
+    post_attention_norm: NormRecord | None = None
+    post_ffn_norm: NormRecord | None = None
+    parallel: bool = False

@@ -28,8 +28,10 @@ class Adapter:
         attention: The module whose forward returns ``(output, attention_weights, ...)``.
         value: The value projection (or the fused q/k/v projection, see ``value_split``).
         output_proj: The attention output projection (``nn.Linear`` or transformers ``Conv1D``).
-        norm1: Post-LN: the norm after the attention residual. Pre-LN: the norm the attention reads.
-        norm2: Post-LN: the norm after the FFN residual. Pre-LN: the norm the FFN reads.
+        norm1: Post-LN: the norm after the attention residual. Pre-LN and parallel: the norm the attention reads
+            (``None`` if the attention reads the block input itself, as in OLMo 2).
+        norm2: Post-LN: the norm after the FFN residual. Pre-LN and parallel: the norm the FFN reads (``None`` if
+            the FFN reads the stream itself; the same path as ``norm1`` when both share one norm).
         ffn: Modules applied in sequence to compute the feed-forward output from the FFN input.
         norm_kind: ``"layer"`` or ``"rms"``.
         pre_norm: ``True`` for pre-LN blocks.
@@ -54,6 +56,10 @@ class Adapter:
             (value zeroing of the decoder self-attention changes what the cross-attention reads).
         key: Cross-attention only: the key projection (its output on the source is recorded).
         scaling_attr: Attribute of the attention module holding the score scale (``None``: no scaling, as in T5).
+        post_attention_norm: A norm applied to the attention output before the residual addition (Gemma 2/3,
+            OLMo 2).
+        post_ffn_norm: A norm applied to the FFN output before the residual addition.
+        parallel: Attention and FFN both read the block input (GPT-J, GPT-NeoX, Falcon, Phi): ``out = x + A + F``.
     """
 
     family: str
@@ -61,8 +67,8 @@ class Adapter:
     attention: str
     value: str
     output_proj: str
-    norm1: str
-    norm2: str
+    norm1: str | None
+    norm2: str | None
     ffn: tuple[str, ...]
     norm_kind: NormKind
     pre_norm: bool
@@ -80,6 +86,9 @@ class Adapter:
     query: str | None = None
     key: str | None = None
     scaling_attr: str | None = None
+    post_attention_norm: str | None = None
+    post_ffn_norm: str | None = None
+    parallel: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,17 @@ class _BlockRecorder:
         self.attention = resolve(block, adapter.attention)
         self.value = resolve(block, adapter.value)
         self.output_proj = resolve(block, adapter.output_proj)
-        self.norm1 = resolve(block, adapter.norm1)
-        self.norm2 = resolve(block, adapter.norm2)
+        self.norms = {
+            name: resolve(block, path)
+            for name, path in (
+                ("norm1", adapter.norm1),
+                ("norm2", adapter.norm2),
+                ("post_attention_norm", adapter.post_attention_norm),
+                ("post_ffn_norm", adapter.post_ffn_norm),
+            )
+            if path is not None
+        }
+        self.norm1, self.norm2 = self.norms.get("norm1"), self.norms.get("norm2")
         self.ffn = [resolve(block, path) for path in adapter.ffn]
         self.final_norm: nn.Module | None = None  # the stack's final norm, set on its last block only
         self.following: _BlockRecorder | None = None  # decoder self-attention: the same block's cross-attention
@@ -82,13 +91,14 @@ class _BlockRecorder:
             self.attention.register_forward_hook(self._on_attention),
             self.value.register_forward_hook(self._storer("values")),
             self.output_proj.register_forward_hook(self._storer("attention_output")),
-            self.norm1.register_forward_pre_hook(self._input_storer("norm1_input")),
-            self.norm1.register_forward_hook(self._storer("norm1_output")),
-            self.norm2.register_forward_pre_hook(self._input_storer("norm2_input")),
-            self.norm2.register_forward_hook(self._storer("norm2_output")),
             self.ffn[-1].register_forward_hook(self._storer("ffn_output")),
             self.block.register_forward_hook(self._on_block_output),
         ]
+        for name, module in self.norms.items():
+            if name == "norm2" and module is self.norm1:
+                continue  # one norm read by both attention and FFN (parallel blocks): recorded once, as norm1
+            handles.append(module.register_forward_pre_hook(self._input_storer(f"{name}_input")))
+            handles.append(module.register_forward_hook(self._storer(f"{name}_output")))
         if self.adapter.key is not None:
             handles.append(resolve(self.block, self.adapter.key).register_forward_hook(self._storer("keys")))
         for name, source in (("residual", self.adapter.residual_source), ("output", self.adapter.output_source)):
@@ -159,7 +169,12 @@ class _BlockRecorder:
         with self.session.pause():
             self.on_layer(record)
 
-    def _norm_record(self, module: nn.Module, prefix: str) -> NormRecord:
+    def _norm_record(self, prefix: str) -> NormRecord | None:
+        module = self.norms.get(prefix)
+        if module is None:
+            return None
+        if prefix == "norm2" and module is self.norm1:
+            prefix = "norm1"
         weight = getattr(module, "weight", None)
         if weight is not None and self.adapter.norm_weight_offset:
             weight = weight + self.adapter.norm_weight_offset
@@ -173,10 +188,10 @@ class _BlockRecorder:
         )
 
     def _build_record(self) -> LayerRecord:
-        missing = {
-            "residual", "alpha", "values", "attention_output", "norm1_input", "norm1_output", "norm2_input",
-            "norm2_output", "ffn_output", "output",
-        } - {name for name, value in self.slots.items() if value is not None}  # fmt: skip
+        recorded_norms = {"norm1" if m is self.norm1 else name for name, m in self.norms.items()}
+        expected = {"residual", "alpha", "values", "attention_output", "ffn_output", "output"}
+        expected |= {f"{name}_{side}" for name in recorded_norms for side in ("input", "output")}
+        missing = expected - {name for name, value in self.slots.items() if value is not None}
         if missing:
             raise DecompositionError(
                 self.model_class, self.layer_idx, f"hooks fired for all parts (missing: {sorted(missing)})",
@@ -198,11 +213,14 @@ class _BlockRecorder:
             attention=AttentionRecord(
                 alpha=alpha, values=values_bhke, w_o=w_o, b_o=b_o, output=self.slots["attention_output"]
             ),
-            norm1=self._norm_record(self.norm1, "norm1"),
-            norm2=self._norm_record(self.norm2, "norm2"),
+            norm1=self._norm_record("norm1"),
+            norm2=self._norm_record("norm2"),
+            post_attention_norm=self._norm_record("post_attention_norm"),
+            post_ffn_norm=self._norm_record("post_ffn_norm"),
+            parallel=self.adapter.parallel,
             ffn_output=self.slots["ffn_output"],
             output=self.slots["output"],
-            rest_of_block=self._rest_of_block(residual),
+            rest_of_block=self._rest_of_block(residual, self.slots["ffn_output"]),
             is_last=self.is_last,
             stack=self.stack,
             is_cross_attention=self.adapter.is_cross_attention,
@@ -222,12 +240,24 @@ class _BlockRecorder:
             h = first_tensor(module(h))
         return h
 
-    def _after_attention(self, residual: Tensor, attention_output: Tensor, final_norm: bool) -> Tensor:
-        """The block from the residual addition on: norms and FFN (and the stack's final norm if asked)."""
+    def _after_attention(
+        self, residual: Tensor, attention_output: Tensor, final_norm: bool, ffn_output: Tensor | None = None
+    ) -> Tensor:
+        """The block from the residual addition on: norms and FFN (and the stack's final norm if asked).
+
+        Parallel blocks add the FFN output computed from the block input, given as ``ffn_output`` (it does not
+        depend on the attention).
+        """
+        post_attention, post_ffn = self.norms.get("post_attention_norm"), self.norms.get("post_ffn_norm")
         attention_output = attention_output.to(residual.dtype)
-        if self.adapter.pre_norm:
+        if post_attention is not None:
+            attention_output = post_attention(attention_output)
+        if self.adapter.parallel:
+            out = residual + attention_output + (post_ffn(ffn_output) if post_ffn is not None else ffn_output)
+        elif self.adapter.pre_norm:
             m = residual + attention_output
-            out = m + self._ffn(self.norm2(m))
+            ffn = self._ffn(self.norm2(m) if self.norm2 is not None else m)
+            out = m + (post_ffn(ffn) if post_ffn is not None else ffn)
         else:
             h = self.norm1(residual + attention_output)
             out = self.norm2(h + self._ffn(h))
@@ -235,7 +265,7 @@ class _BlockRecorder:
             out = self.final_norm(out)
         return out
 
-    def _rest_of_block(self, residual: Tensor) -> RestOfBlock | None:
+    def _rest_of_block(self, residual: Tensor, ffn_output: Tensor) -> RestOfBlock | None:
         """Recompute what follows the attention for single tokens, with the block's own modules."""
         if self.following is not None:
             return self._rest_through_cross_attention(residual)
@@ -245,7 +275,8 @@ class _BlockRecorder:
         def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
             with self.session.pause():
                 x = residual[batch_idx, query_idx].unsqueeze(0)
-                return self._after_attention(x, attention_output.unsqueeze(0), final_norm).squeeze(0)
+                ffn = ffn_output[batch_idx, query_idx].unsqueeze(0) if self.adapter.parallel else None
+                return self._after_attention(x, attention_output.unsqueeze(0), final_norm, ffn).squeeze(0)
 
         return rest
 

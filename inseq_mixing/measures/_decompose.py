@@ -10,14 +10,15 @@ never from an ``[query, key, d_model]`` tensor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..record import AttentionRecord, NormRecord
+from ..record import AttentionRecord, LayerRecord, NormRecord
 from ._chunks import query_chunks
-from ._norms import inverse_scale, linear_part
+from ._norms import bias_or_zero, inverse_scale, linear_part
 
 
 def head_vectors(attention: AttentionRecord) -> Float[Tensor, "batch head key d_model"]:
@@ -40,13 +41,45 @@ def row_scale(norms: Sequence[NormRecord], like: Tensor) -> Float[Tensor, "batch
     return scale
 
 
+@dataclass(frozen=True)
+class AttentionParts:
+    """What the attention adds to the residual stream, split per head and key.
+
+    Token j sends ``q_i · Σ_h α^h_ij f^h_j`` to token i, where ``f^h_j`` went through the linear part of the
+    post-attention norm (Gemma 2/3, OLMo 2) and ``q_i`` is that norm's ``1/σ`` of the true attention output (1
+    without such a norm). ``bias`` belongs to no token: the output bias through that norm, plus its β.
+    """
+
+    alpha: Float[Tensor, "batch head query key"]
+    f: Float[Tensor, "batch head key d_model"]
+    query_scale: Float[Tensor, "batch query"]
+    bias: Float[Tensor, "batch query d_model"]
+
+
+def attention_parts(record: LayerRecord) -> AttentionParts:
+    """Split the record's attention (and post-attention norm) into per-head, per-key parts."""
+    attention = record.attention
+    f_bhkd = head_vectors(attention)
+    batch, _, n_queries, _ = attention.alpha.shape
+    d_model = f_bhkd.shape[-1]
+    b_o = attention.b_o.float() if attention.b_o is not None else f_bhkd.new_zeros(d_model)
+    bias_bqd = b_o.expand(batch, n_queries, d_model)
+    query_scale = f_bhkd.new_ones(batch, n_queries)
+    post = record.post_attention_norm
+    if post is not None:
+        f_bhkd = linear_part(post, f_bhkd)
+        query_scale = inverse_scale(post)
+        bias_bqd = linear_part(post, bias_bqd) * query_scale[..., None] + bias_or_zero(post, bias_bqd)
+    return AttentionParts(alpha=attention.alpha, f=f_bhkd, query_scale=query_scale, bias=bias_bqd)
+
+
 def with_empty_residual_column(matrix: Float[Tensor, "*batch query key"]) -> Float[Tensor, "*batch query key_1"]:
     """Append a zero last column: the residual slot of a cross-attention measure that does not score the residual."""
     return torch.cat([matrix, matrix.new_zeros(*matrix.shape[:-1], 1)], dim=-1)
 
 
 def transformed_l2_norms(
-    attention: AttentionRecord,
+    parts: AttentionParts,
     *,
     residual: Float[Tensor, "batch query d_model"] | None,
     norms: Sequence[NormRecord],
@@ -56,7 +89,7 @@ def transformed_l2_norms(
     """``‖c_i · L(Σ_h α^h_ij f^h_j + δ_ij x_i)‖₂`` for every query ``i`` and key ``j``, via per-key Gram matrices.
 
     Args:
-        attention: The attention record (self-attention when ``residual`` is given: queries and keys coincide).
+        parts: The attention's parts (self-attention when ``residual`` is given: queries and keys coincide).
         residual: ``x_i`` added on the diagonal, or ``None`` for no residual.
         norms: Normalization layers applied in order (their linear parts; their ``1/σ`` scales multiply rows).
         memory_budget: Bytes allowed for per-chunk intermediates ``[batch, chunk, key, head]``.
@@ -66,28 +99,28 @@ def transformed_l2_norms(
     Returns:
         Non-negative norms ``[batch, query, key]`` (``[batch, query, key + 1]`` with ``residual_column``).
     """
-    alpha_bhqk = attention.alpha
+    alpha_bhqk = parts.alpha
     batch, n_heads, n_queries, n_keys = alpha_bhqk.shape
-    f_bhkd = apply_linear_parts(norms, head_vectors(attention))
+    f_bhkd = apply_linear_parts(norms, parts.f)
     gram_bkhg = torch.einsum("bhkd,bgkd->bkhg", f_bhkd, f_bhkd)
+    scale_bq = row_scale(norms, parts.bias)
     if residual is not None and residual_column:
-        own = transformed_l2_norms(attention, residual=None, norms=norms, memory_budget=memory_budget)
-        x_norm_bq = apply_linear_parts(norms, residual.float()).norm(dim=-1) * row_scale(norms, attention.output)
+        own = transformed_l2_norms(parts, residual=None, norms=norms, memory_budget=memory_budget)
+        x_norm_bq = apply_linear_parts(norms, residual.float()).norm(dim=-1) * scale_bq
         return torch.cat([own, x_norm_bq[..., None]], dim=-1)
     if residual is not None:
         x_bqd = apply_linear_parts(norms, residual.float())
         # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).
         cross_bhq = torch.einsum("bhkd,bkd->bhk", f_bhkd, x_bqd)
         x_sq_bq = x_bqd.pow(2).sum(-1)
-    scale_bq = row_scale(norms, attention.output)
     out_bqk = torch.empty(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
     for chunk in query_chunks(n_queries, 3 * 4 * batch * n_keys * n_heads, memory_budget):
-        alpha_bqkh = alpha_bhqk[:, :, chunk].float().permute(0, 2, 3, 1)
+        alpha_bqkh = alpha_bhqk[:, :, chunk].float().permute(0, 2, 3, 1) * parts.query_scale[:, chunk, None, None]
         weighted_bqkg = torch.einsum("bqkh,bkhg->bqkg", alpha_bqkh, gram_bkhg)
         sq_bqk = (weighted_bqkg * alpha_bqkh).sum(-1)
         if residual is not None:
             rows = torch.arange(chunk.start, chunk.stop, device=alpha_bhqk.device)
-            alpha_diag_bhq = alpha_bhqk[:, :, rows, rows].float()
+            alpha_diag_bhq = alpha_bhqk[:, :, rows, rows].float() * parts.query_scale[:, None, chunk]
             diag_bq = 2 * (alpha_diag_bhq * cross_bhq[:, :, chunk]).sum(1) + x_sq_bq[:, chunk]
             sq_bqk[:, rows - chunk.start, rows] += diag_bq
         out_bqk[:, chunk] = sq_bqk.clamp_min(0).sqrt() * scale_bq[:, chunk, None]

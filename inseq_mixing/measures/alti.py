@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import apply_linear_parts, head_vectors, row_scale
+from ._decompose import apply_linear_parts, attention_parts, row_scale
 from ._norms import bias_or_zero
 
 CACHE_FRIENDLY_BYTES = 32 << 20
@@ -23,7 +23,9 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
 
     Transformed vectors: post-LN blocks decompose through the first norm,
     ``T_i(x_j) = γ₁ ⊙ P(z_ij + δ_ij x_i) / σ(y_i)`` (β₁ and the ``b_O`` share go to the resultant); pre-LN blocks use
-    ``T_i(x_j) = z_ij + δ_ij x_i`` and the resultant is the residual stream after attention. The resultant
+    ``T_i(x_j) = z_ij + δ_ij x_i`` and the resultant is the residual stream after attention (a post-attention norm,
+    as in Gemma 2, is decomposed into ``z_ij``). In a parallel block the resultant is ``x + Attn``: the FFN's output,
+    which reads the block input, is not part of it. The resultant
     ``y_i = Σ_j T_i(x_j) + bias terms`` equals the real output (verified at extraction). The reference code takes
     σ without ε inside the variance; we use the norm's true ``sqrt(var + ε)`` so the resultant is exact (the two
     agree to 1e-7 for BERT's ε = 1e-12).
@@ -45,20 +47,19 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         Non-negative, unnormalized contributions ``[batch, query, key]`` in float32 (``[batch, query, key + 1]``
         for cross-attention; rows are divided by their sum by :func:`inseq_mixing.context_mixing`).
     """
-    attention = record.attention
-    norms = () if record.pre_norm else (record.norm1,)
-    alpha_bhqk = attention.alpha
+    parts = attention_parts(record)
+    norms = () if record.pre_norm or record.parallel else (record.norm1,)
+    alpha_bhqk, query_scale_bq = parts.alpha, parts.query_scale
     batch, _, n_queries, n_keys = alpha_bhqk.shape
-    f_bhkd = apply_linear_parts(norms, head_vectors(attention))
+    f_bhkd = apply_linear_parts(norms, parts.f)
     x_bqd = apply_linear_parts(norms, record.residual.float())
     d_model = x_bqd.shape[-1]
     scale_bq = row_scale(norms, x_bqd)
-    b_o = attention.b_o.float() if attention.b_o is not None else torch.zeros_like(x_bqd[0, 0])
     # ŷ_i = y_i / σ_i: the attention sum, the residual, and the bias terms (β enters divided by the scale).
-    bias_bqd = apply_linear_parts(norms, b_o).expand_as(x_bqd)
+    bias_bqd = apply_linear_parts(norms, parts.bias)
     if norms:
         bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
-    attended_bqd = torch.einsum("bhqk,bhkd->bqd", alpha_bhqk.float(), f_bhkd)
+    attended_bqd = torch.einsum("bhqk,bhkd->bqd", alpha_bhqk.float(), f_bhkd) * query_scale_bq[..., None]
     y_hat_bqd = attended_bqd + x_bqd + bias_bqd
     y_norm_bq = y_hat_bqd.abs().sum(-1)
     distance_bqk = y_norm_bq[:, :, None].expand(batch, n_queries, n_keys).clone()
@@ -75,7 +76,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
                 continue
             for query_start in range(int(weighted_q[0]), n_queries, queries_per_chunk):
                 queries = slice(query_start, min(query_start + queries_per_chunk, n_queries))
-                alpha_kqh_chunk = alpha_kqh[keys, queries].float().contiguous()
+                alpha_kqh_chunk = alpha_kqh[keys, queries].float() * query_scale_bq[b, queries, None]
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
                 distance_bqk[b, queries, keys] = residual_kqd.abs_().sum(-1).T
@@ -83,7 +84,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         distance_bqk = torch.cat([distance_bqk, (y_hat_bqd - x_bqd).abs().sum(-1)[..., None]], dim=-1)
     else:  # the diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁
         diag = torch.arange(n_queries, device=alpha_bhqk.device)
-        alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float()
+        alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float() * query_scale_bq[:, None]
         self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd[:, :, diag]) + x_bqd
         distance_bqk[:, diag, diag] = (y_hat_bqd - self_bqd).abs().sum(-1)
     return ((y_norm_bq[:, :, None] - distance_bqk) * scale_bq[:, :, None]).clamp_min(0)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import head_vectors, transformed_l2_norms, with_empty_residual_column
+from ._decompose import attention_parts, transformed_l2_norms, with_empty_residual_column
 
 
 def attention_norm(
@@ -29,9 +29,10 @@ def attention_norm(
     Returns:
         Unnormalized norms ``[batch, query, key]`` in float32 (cross-attention: plus a zero residual column).
     """
+    parts = attention_parts(record)
     if per_head:
-        f_norm_bhk = head_vectors(record.attention).norm(dim=-1)
-        mixing = record.attention.alpha.float() * f_norm_bhk[:, :, None, :]
+        f_norm_bhk = parts.f.norm(dim=-1)
+        mixing = parts.alpha.float() * f_norm_bhk[:, :, None, :] * parts.query_scale[:, None, :, None]
     else:
-        mixing = transformed_l2_norms(record.attention, residual=None, norms=(), memory_budget=memory_budget)
+        mixing = transformed_l2_norms(parts, residual=None, norms=(), memory_budget=memory_budget)
     return with_empty_residual_column(mixing) if record.is_cross_attention else mixing

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import transformed_l2_norms
+from ._decompose import attention_parts, transformed_l2_norms
 
 
 def attention_norm_res(
@@ -27,7 +27,7 @@ def attention_norm_res(
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
     return transformed_l2_norms(
-        record.attention,
+        attention_parts(record),
         residual=record.residual,
         norms=(),
         memory_budget=memory_budget,

@@ -7,12 +7,21 @@ from torch import Tensor
 
 from ..record import LayerRecord, NormRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import transformed_l2_norms
+from ._decompose import attention_parts, transformed_l2_norms
 
 
-def norm_after_residual(record: LayerRecord) -> NormRecord:
-    """The norm that reads ``x + Attn(·)``: norm1 in a post-LN block, norm2 (the FFN's input norm) in a pre-LN one."""
+def norm_after_residual(record: LayerRecord) -> NormRecord | None:
+    """The norm that reads ``x + Attn(·)``: norm1 in a post-LN block, norm2 (the FFN's input norm) in a pre-LN one,
+    none in a parallel block (its FFN reads the block input) or where the FFN reads the stream unnormalized."""
+    if record.parallel:
+        return None
     return record.norm2 if record.pre_norm else record.norm1
+
+
+def norms_after_residual(record: LayerRecord) -> tuple[NormRecord, ...]:
+    """:func:`norm_after_residual` as a (possibly empty) tuple."""
+    norm = norm_after_residual(record)
+    return () if norm is None else (norm,)
 
 
 def attention_norm_res_ln(
@@ -27,6 +36,8 @@ def attention_norm_res_ln(
 
     Pre-LN models (GPT-2, Llama) have their first norm before the attention, inside the value path; the norm that
     follows the residual addition is the block's second norm (the FFN's input norm), so that is the one used here.
+    Parallel blocks (GPT-J, GPT-NeoX, Falcon, Phi) and blocks whose FFN reads the stream unnormalized (OLMo 2)
+    have no norm after the attention's residual addition: there this measure equals ``attention_norm_res``.
 
     Args:
         record: One layer's record.
@@ -36,9 +47,9 @@ def attention_norm_res_ln(
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
     return transformed_l2_norms(
-        record.attention,
+        attention_parts(record),
         residual=record.residual,
-        norms=(norm_after_residual(record),),
+        norms=norms_after_residual(record),
         memory_budget=memory_budget,
         residual_column=record.is_cross_attention,
     )

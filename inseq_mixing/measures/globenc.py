@@ -7,8 +7,8 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import transformed_l2_norms
-from .attention_norm_res_ln import norm_after_residual
+from ._decompose import attention_parts, transformed_l2_norms
+from .attention_norm_res_ln import norms_after_residual
 
 
 def globenc(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Float[Tensor, "batch query key"]:
@@ -30,9 +30,9 @@ def globenc(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) 
     Returns:
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
-    norms = (norm_after_residual(record),) if record.pre_norm else (record.norm1, record.norm2)
+    norms = (record.norm1, record.norm2) if not (record.pre_norm or record.parallel) else norms_after_residual(record)
     return transformed_l2_norms(
-        record.attention,
+        attention_parts(record),
         residual=record.residual,
         norms=norms,
         memory_budget=memory_budget,
