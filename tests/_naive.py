@@ -13,13 +13,16 @@ from inseq_mixing.record import LayerRecord, NormRecord
 
 
 def attention_vectors(record: LayerRecord) -> Tensor:
-    """``z_ij = Σ_h α^h_ij (v^h_j W_O^h)`` as a ``[batch, query, key, d_model]`` tensor, head by head."""
+    """``z_ij = Σ_h α^h_ij (v^h_j W_O^h)`` as a ``[batch, query, key, d_model]`` tensor, head by head, passed through
+    the post-attention norm (linearized at the true attention output) when the block has one."""
     attn = record.attention
     alpha = attn.alpha.double()
     z = 0
     for h in range(alpha.shape[1]):
         f_bkd = attn.values[:, h].double() @ attn.w_o[h].double()
         z = z + alpha[:, h, :, :, None] * f_bkd[:, None, :, :]
+    if record.post_attention_norm is not None:
+        z = through_norm(record.post_attention_norm, z)
     return z
 
 
@@ -58,12 +61,31 @@ def norm_bias(norm: NormRecord) -> Tensor:
 
 
 def output_bias(record: LayerRecord) -> Tensor:
+    """What the attention adds that belongs to no token, ``[batch, query, d_model]``: ``b_O``, through the
+    post-attention norm (plus its β) when there is one."""
     b_o = record.attention.b_o
-    return b_o.double() if b_o is not None else torch.zeros(record.residual.shape[-1], dtype=torch.float64)
+    batch, n, d = record.attention.output.shape
+    b_o = b_o.double() if b_o is not None else torch.zeros(d, dtype=torch.float64)
+    b_o = b_o.expand(batch, n, d)
+    if record.post_attention_norm is not None:
+        return through_norm(record.post_attention_norm, b_o) + norm_bias(record.post_attention_norm)
+    return b_o
 
 
-def norm_after_residual(record: LayerRecord) -> NormRecord:
+def attention_added(record: LayerRecord) -> Tensor:
+    """What the residual addition really adds: the attention output, or the post-attention norm's output."""
+    added = record.post_attention_norm.output if record.post_attention_norm is not None else record.attention.output
+    return added.double()
+
+
+def norm_after_residual(record: LayerRecord) -> NormRecord | None:
+    if record.parallel:
+        return None
     return record.norm2 if record.pre_norm else record.norm1
+
+
+def is_pre_or_parallel(record: LayerRecord) -> bool:
+    return record.pre_norm or record.parallel
 
 
 def naive_measure(record: LayerRecord, name: str) -> Tensor:
@@ -75,13 +97,14 @@ def naive_measure(record: LayerRecord, name: str) -> Tensor:
     r = with_residual(record, z)
     if name == "attention_norm_res":
         return r.norm(dim=-1)
-    t = through_norm(norm_after_residual(record), r)
+    norm = norm_after_residual(record)
+    t = r if norm is None else through_norm(norm, r)
     if name == "attention_norm_res_ln":
         return t.norm(dim=-1)
     if name == "globenc":
-        return (t if record.pre_norm else through_norm(record.norm2, t)).norm(dim=-1)
+        return (t if is_pre_or_parallel(record) else through_norm(record.norm2, t)).norm(dim=-1)
     if name == "alti":
-        transformed = r if record.pre_norm else through_norm(record.norm1, r)
+        transformed = r if is_pre_or_parallel(record) else through_norm(record.norm1, r)
         resultant = transformed.sum(2) + alti_bias(record)
         l1 = resultant.abs().sum(-1)[:, :, None] - (resultant[:, :, None] - transformed).abs().sum(-1)
         return l1.clamp_min(0)
@@ -89,12 +112,12 @@ def naive_measure(record: LayerRecord, name: str) -> Tensor:
 
 
 def alti_bias(record: LayerRecord) -> Tensor:
-    """The part of ALTI's resultant that belongs to no token: ``b_O`` (pre-LN) or ``γ₁ P b_O / σ + β₁`` (post-LN)."""
-    b_o = output_bias(record)
-    if record.pre_norm:
-        return b_o
-    n = record.residual.shape[1]
-    return through_norm(record.norm1, b_o.expand(record.residual.shape[0], n, -1)) + norm_bias(record.norm1)
+    """The part of ALTI's resultant that belongs to no token: the attention's bias (pre-LN, parallel) or
+    ``γ₁ P b_O / σ + β₁`` (post-LN)."""
+    bias = output_bias(record)
+    if is_pre_or_parallel(record):
+        return bias
+    return through_norm(record.norm1, bias) + norm_bias(record.norm1)
 
 
 def brute_force_value_zeroing(
@@ -115,21 +138,21 @@ def brute_force_value_zeroing(
     compared output is that block's output. Returns ``[batch, query]``.
     """
     from inseq_mixing.extract import EncoderDecoderAdapter, blocks_of, get_adapter
-    from inseq_mixing.extract._modules import resolve
+    from inseq_mixing.extract._modules import output_projection_per_head, resolve
 
     adapter = get_adapter(model)
     view = getattr(adapter, stack) if isinstance(adapter, EncoderDecoderAdapter) else adapter
     block = blocks_of(model, stack)[layer_idx]
-    d_model = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
     n_heads = block_heads(model, stack)
+    d_head = output_projection_per_head(resolve(block, view.output_proj), n_heads)[0].shape[1]
 
     def zero_value(_module, _inputs, output):
         output = output.clone()
-        values = view.value_split(output, 1, d_model) if view.value_split else output
+        values = view.value_split(output, n_heads, d_head) if view.value_split else output
         if heads is None:
             values[:, token_idx] = 0
         else:
-            per_head = values.view(*values.shape[:2], n_heads, -1)
+            per_head = values.view(*values.shape[:2], -1, d_head)
             per_head[:, token_idx, heads] = 0
         return output
 

@@ -73,8 +73,7 @@ def test_parts_add_up_to_the_real_outputs(model_type: str) -> None:
         real = record.norm2.input if record.pre_norm else record.norm1.output
         assert_close(transformed.sum(2) + alti_bias(record), real)
         norm = norm_after_residual(record)
-        batch, n, _ = record.residual.shape
-        bias = through_norm(norm, output_bias(record).expand(batch, n, -1)) + norm_bias(norm)
+        bias = through_norm(norm, output_bias(record)) + norm_bias(norm)
         assert_close(through_norm(norm, r).sum(2) + bias, norm.output)
 
 

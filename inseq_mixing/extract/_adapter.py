@@ -10,8 +10,9 @@ from torch import Tensor
 from ..record import NormKind
 
 ValueSplit = Callable[[Tensor, int, int], Tensor]
-"""Maps the output of a fused projection ``[batch, seq, width]`` to the value part ``[batch, seq, n_kv_heads·d_head]``,
-given ``(n_heads, d_head)``."""
+"""Maps the output of a fused projection ``[batch, seq, width]`` to its value part, ``[batch, seq, n_kv_heads·d_head]``
+or ``[batch, seq, n_kv_heads, d_head]``, given ``(n_heads, d_head)`` (``n_kv_heads`` follows from the width). Return a
+view of the fused output (basic slicing), so that tests can zero values in place."""
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,7 @@ class _BlockRecorder:
         values = self.slots["values"]
         if self.adapter.value_split is not None:
             values = self.adapter.value_split(values, n_heads, d_head)
+            values = values.reshape(*values.shape[:2], -1)
         values_bhke = self._per_head(values, n_heads, d_head)
         residual = self.slots["residual"]
         return LayerRecord(

@@ -13,6 +13,7 @@ from inseq_mixing.measures import MEASURES
 from .._helpers import SUPPORTED_TINY_TYPES, collect_records, sample_inputs, tiny_model
 from .._naive import (
     alti_bias,
+    attention_added,
     attention_vectors,
     naive_measure,
     norm_after_residual,
@@ -46,19 +47,22 @@ def test_measure_is_independent_of_memory_budget(model: PreTrainedModel, name: s
     assert_close(MEASURES[name](record, memory_budget=1), MEASURES[name](record), tol=1e-6)
 
 
-def test_attention_vectors_sum_to_attention_output(model: PreTrainedModel) -> None:
+def test_attention_vectors_sum_to_what_the_attention_adds(model: PreTrainedModel) -> None:
     for record in collect_records(model, sample_inputs(model)):
         rebuilt = attention_vectors(record).sum(2) + output_bias(record)
-        assert_close(rebuilt, record.attention.output)
+        assert_close(rebuilt, attention_added(record))
 
 
 def test_residual_vectors_through_norm_sum_to_norm_output(model: PreTrainedModel) -> None:
     """+RES1+LN1: ``Σ_j t_ij + γ P b_O / σ + β`` is the output of the norm after the residual addition."""
     for record in collect_records(model, sample_inputs(model)):
         norm = norm_after_residual(record)
-        batch, n, _ = record.residual.shape
-        t = through_norm(norm, with_residual(record, attention_vectors(record)))
-        bias = through_norm(norm, output_bias(record).expand(batch, n, -1)) + norm_bias(norm)
+        r = with_residual(record, attention_vectors(record))
+        if norm is None:  # parallel blocks, or an FFN reading the stream unnormalized: the stream itself
+            assert_close(r.sum(2) + output_bias(record), record.residual.double() + attention_added(record))
+            continue
+        t = through_norm(norm, r)
+        bias = through_norm(norm, output_bias(record)) + norm_bias(norm)
         assert_close(t.sum(2) + bias, norm.output)
 
 
@@ -66,8 +70,9 @@ def test_alti_resultant_is_the_real_output(model: PreTrainedModel) -> None:
     """ALTI's transformed vectors plus bias terms rebuild the norm-1 output (post-LN) or residual stream (pre-LN)."""
     for record in collect_records(model, sample_inputs(model)):
         r = with_residual(record, attention_vectors(record))
-        transformed = r if record.pre_norm else through_norm(record.norm1, r)
-        real = record.norm2.input if record.pre_norm else record.norm1.output
+        pre = record.pre_norm or record.parallel
+        transformed = r if pre else through_norm(record.norm1, r)
+        real = record.residual.double() + attention_added(record) if pre else record.norm1.output
         assert_close(transformed.sum(2) + alti_bias(record), real)
 
 
