@@ -3,6 +3,7 @@
 from importlib.util import find_spec
 
 from .errors import DecompositionError, UnknownMethodError, UnsupportedArchitectureError
+from .extract import Adapter, EncoderDecoderAdapter, register_adapter
 from .measures import MEASURES
 from .mixing import METHODS, context_mixing
 from .rollout import normalize_rows, rollout
@@ -15,11 +16,14 @@ if find_spec("inseq") is not None:  # register the inseq methods wherever inseq 
 __all__ = [
     "MEASURES",
     "METHODS",
+    "Adapter",
     "DecompositionError",
+    "EncoderDecoderAdapter",
     "UnknownMethodError",
     "UnsupportedArchitectureError",
     "__version__",
     "context_mixing",
     "normalize_rows",
+    "register_adapter",
     "rollout",
 ]

@@ -351,17 +351,20 @@ def _set_generation_ids(model: PreTrainedModel) -> None:
         gen.forced_eos_token_id = forced_eos
 
 
-def build_tiny_model(model_type: str, *, seed: int = 0, head: str = "base") -> PreTrainedModel:
+def build_tiny_model(model_type: str, *, seed: int = 0, head: str = "base", **config_overrides: Any) -> PreTrainedModel:
     """Build the tiny ``model_type`` model with ``head`` in eval mode, float32, with non-trivial norms and biases.
 
     ``torch.manual_seed(seed)`` is set before construction; every Linear/Conv1D/Embedding weight, every existing
     Linear/Conv1D bias and every normalization weight/bias is then re-drawn from a generator seeded ``1000 + seed``.
+    ``config_overrides`` set config attributes first (layout variants such as ``use_parallel_residual``).
     """
     if model_type not in TINY_CONFIGS:
         raise KeyError(f"unknown tiny model type {model_type!r}; known: {sorted(TINY_CONFIGS)}")
     if head not in HEAD_CLASSES:
         raise KeyError(f"unknown head {head!r}; known: {sorted(HEAD_CLASSES)}")
     config = TINY_CONFIGS[model_type]()
+    for name, value in config_overrides.items():
+        setattr(config, name, value)
     torch.manual_seed(seed)
     model = HEAD_CLASSES[head].from_config(config)
     generator = torch.Generator().manual_seed(1000 + seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from inseq_mixing.extract import ADAPTERS
+from inseq_mixing.extract.describe import architectures_markdown
 from inseq_mixing.measures import MEASURES
 
 DOCS = pathlib.Path(__file__).parents[1] / "docs"
@@ -15,7 +16,8 @@ def test_every_measure_has_a_docs_page() -> None:
     assert set(MEASURES) <= pages
 
 
-def test_architectures_page_lists_every_model_type() -> None:
+def test_architectures_page_is_generated_from_the_adapter_table() -> None:
+    """Regenerate with ``python docs/gen_architectures.py`` after changing the table."""
     text = (DOCS / "architectures.md").read_text()
-    missing = [model_type for model_type in ADAPTERS if f"`{model_type}`" not in text]
-    assert not missing
+    assert text == architectures_markdown(ADAPTERS)
+    assert all(f"`{model_type}`" in text for model_type in ADAPTERS)

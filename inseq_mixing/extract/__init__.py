@@ -10,17 +10,27 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..errors import UnsupportedArchitectureError
-from ._adapter import Adapter, EncoderDecoderAdapter
+from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter
 from ._hooks import OnLayer, recording
 from ._modules import eager_attention, resolve
 from .bart import BART, MBART
-from .bert import BERT
+from .bert import BERT, ELECTRA
+from .bloom import BLOOM
+from .deberta import DEBERTA_V2_CHOICE
 from .distilbert import DISTILBERT
+from .falcon import FALCON_CHOICE
+from .gemma import GEMMA, GEMMA2, GEMMA3
 from .gpt2 import GPT2
+from .gptj import CODEGEN, GPTJ
 from .llama import LLAMA
+from .llama_like import QWEN3, STABLELM_CHOICE
+from .neox import GPT_NEOX_CHOICE
+from .olmo2 import OLMO2
+from .opt import OPT_CHOICE, XGLM
+from .phi import PHI, PHI3
 from .t5 import T5
 
-ADAPTERS: dict[str, Adapter | EncoderDecoderAdapter] = {
+ADAPTERS: dict[str, Adapter | EncoderDecoderAdapter | AdapterChoice] = {
     "bart": BART,
     "marian": BART,
     "mbart": MBART,
@@ -28,12 +38,29 @@ ADAPTERS: dict[str, Adapter | EncoderDecoderAdapter] = {
     "t5": T5,
     "mt5": T5,
     "bert": BERT,
+    "electra": ELECTRA,
+    "deberta-v2": DEBERTA_V2_CHOICE,
+    "gemma": GEMMA,
+    "gemma2": GEMMA2,
+    "gemma3_text": GEMMA3,
+    "olmo2": OLMO2,
     "roberta": BERT,
     "distilbert": DISTILBERT,
     "gpt2": GPT2,
     "llama": LLAMA,
     "mistral": LLAMA,
     "qwen2": LLAMA,
+    "qwen3": QWEN3,
+    "stablelm": STABLELM_CHOICE,
+    "phi3": PHI3,
+    "phi": PHI,
+    "gpt_neox": GPT_NEOX_CHOICE,
+    "gptj": GPTJ,
+    "codegen": CODEGEN,
+    "bloom": BLOOM,
+    "xglm": XGLM,
+    "opt": OPT_CHOICE,
+    "falcon": FALCON_CHOICE,
 }
 """The single table of supported architectures, keyed by ``config.model_type``."""
 
@@ -42,7 +69,8 @@ def get_adapter(model: PreTrainedModel) -> Adapter | EncoderDecoderAdapter:
     """Return the adapter for ``model``'s architecture.
 
     Raises:
-        UnsupportedArchitectureError: If ``config.model_type`` has no adapter.
+        UnsupportedArchitectureError: If ``config.model_type`` has no adapter, or its config selects a layout that
+            is not covered.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ADAPTERS:
@@ -50,7 +78,22 @@ def get_adapter(model: PreTrainedModel) -> Adapter | EncoderDecoderAdapter:
             f"Unsupported architecture '{type(model).__name__}' (model_type={model_type!r}); supported model types: "
             f"{', '.join(sorted(ADAPTERS))}. See docs/architectures.md to add an adapter for your model."
         )
-    return ADAPTERS[model_type]
+    adapter = ADAPTERS[model_type]
+    return adapter.choose(model.config) if isinstance(adapter, AdapterChoice) else adapter
+
+
+def register_adapter(model_type: str, adapter: Adapter | EncoderDecoderAdapter | AdapterChoice) -> None:
+    """Support models whose ``config.model_type`` is ``model_type`` with ``adapter`` (replacing any earlier one).
+
+    Raises:
+        TypeError: If ``adapter`` is not an :class:`Adapter` or :class:`EncoderDecoderAdapter`.
+    """
+    if not isinstance(adapter, (Adapter, EncoderDecoderAdapter, AdapterChoice)):
+        raise TypeError(
+            "register_adapter expects an Adapter, EncoderDecoderAdapter or AdapterChoice; "
+            f"got {type(adapter).__name__}."
+        )
+    ADAPTERS[model_type] = adapter
 
 
 def stacks_of(adapter: Adapter | EncoderDecoderAdapter) -> tuple[str, ...]:
@@ -69,11 +112,13 @@ def blocks_of(model: PreTrainedModel, stack: str = "layers") -> nn.ModuleList:
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "AdapterChoice",
     "EncoderDecoderAdapter",
     "OnLayer",
     "blocks_of",
     "eager_attention",
     "get_adapter",
     "recording",
+    "register_adapter",
     "stacks_of",
 ]

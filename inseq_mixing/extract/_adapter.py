@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
+from transformers import PretrainedConfig
 
 from ..record import NormKind
 
@@ -90,6 +91,22 @@ class Adapter:
     post_attention_norm: str | None = None
     post_ffn_norm: str | None = None
     parallel: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """One ``model_type`` whose block layout depends on its config (e.g. OPT-350m is post-LN, other OPTs pre-LN).
+
+    Attributes:
+        family: Human-readable family name.
+        choose: Returns the adapter for a config, or raises :class:`UnsupportedArchitectureError` naming the setting
+            that is not covered.
+        variants: Every adapter ``choose`` can return, with the config setting that selects it (for the docs).
+    """
+
+    family: str
+    choose: Callable[[PretrainedConfig], Adapter]
+    variants: tuple[tuple[str, Adapter], ...]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,17 @@ from ._adapter import Adapter, EncoderDecoderAdapter
 from ._cross import cross_attention_fn
 from ._modules import eager_attention, eval_mode, first_tensor, output_projection_per_head, resolve
 from ._verify import relative_error, tolerance_for, verify_layer
+from .heads import head_mixing
 
 OnLayer = Callable[[LayerRecord], None]
+
+
+PER_TOKEN_OUTPUTS = frozenset(
+    {"attention_output", "ffn_output", "norm1_input", "norm1_output", "norm2_input", "norm2_output",
+     "post_attention_norm_input", "post_attention_norm_output", "post_ffn_norm_input", "post_ffn_norm_output",
+     "residual", "output"}
+)  # fmt: skip
+"""Slots holding one ``[batch, seq, d_model]`` vector per token."""
 
 
 class _Session:
@@ -114,8 +123,16 @@ class _BlockRecorder:
         return handles
 
     def _store(self, name: str, tensor: Tensor) -> None:
-        if not self.session.paused:
-            self.slots[name] = tensor
+        if self.session.paused:
+            return
+        if name in PER_TOKEN_OUTPUTS:
+            # Per-token tensors: some blocks flatten the stream to [batch·seq, d] (OPT), and some update a module's
+            # output in place later in the block (Falcon adds the attention output into the MLP output).
+            block_input = self.slots.get("block_input")
+            if tensor.dim() == 2 and block_input is not None and tensor.shape[0] == block_input.shape[:2].numel():
+                tensor = tensor.view(*block_input.shape[:2], -1)
+            tensor = tensor.clone()
+        self.slots[name] = tensor
 
     def _storer(self, name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -199,7 +216,7 @@ class _BlockRecorder:
             )  # fmt: skip
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
-        w_o, b_o = output_projection_per_head(self.output_proj, n_heads)
+        w_o, b_o = self._output_projection(self.output_proj, n_heads)
         d_head = w_o.shape[1]
         values = self.slots["values"]
         if self.adapter.value_split is not None:
@@ -226,6 +243,15 @@ class _BlockRecorder:
             stack=self.stack,
             is_cross_attention=self.adapter.is_cross_attention,
         )
+
+    @staticmethod
+    def _output_projection(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
+        """Per-head output projection rows, with any active head intervention folded in (see ``heads.py``)."""
+        w_o, b_o = output_projection_per_head(module, n_heads)
+        mix = head_mixing(module)
+        if mix is not None:
+            w_o = torch.einsum("hg,hed->ged", mix.to(w_o.device, w_o.dtype), w_o)
+        return w_o, b_o
 
     def _per_head(self, projected: Tensor, n_heads: int, d_head: int) -> Tensor:
         """``[batch, seq, kv_heads·d_head]`` → ``[batch, heads, seq, d_head]``, key/value heads repeated."""
@@ -300,7 +326,7 @@ class _BlockRecorder:
         cross-attention for the given decoder stream; checked against the recorded output first."""
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
-        w_o, b_o = output_projection_per_head(self.output_proj, n_heads)
+        w_o, b_o = self._output_projection(self.output_proj, n_heads)
         d_head = w_o.shape[1]
         scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0
         attend = cross_attention_fn(

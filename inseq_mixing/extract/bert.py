@@ -1,4 +1,9 @@
-"""BERT and RoBERTa: post-LN encoders, separate q/k/v projections, output projection in ``attention.output``."""
+"""BERT, RoBERTa and ELECTRA: post-LN encoders, separate q/k/v projections, output projection in ``attention.output``.
+
+ELECTRA's ``embeddings_project`` (embedding size ≠ hidden size) runs before the first block, so its blocks are BERT's.
+"""
+
+from dataclasses import replace
 
 from ._adapter import Adapter
 
@@ -15,3 +20,5 @@ BERT = Adapter(
     pre_norm=False,
     is_causal=False,
 )
+
+ELECTRA = replace(BERT, family="ELECTRA")

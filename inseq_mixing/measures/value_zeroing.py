@@ -114,9 +114,14 @@ def value_zeroing(
             continue
         z_bkqd = torch.einsum("bhqk,bhkd->bkqd", alpha_bhqk[..., keys], f_bhkd[:, :, keys])
         z_pd = z_bkqd[b_idx, k_idx, q_idx]  # z_ij = Σ_h α^h_ij f^h_j of the selected pairs
-        corrupted_pd = record.rest_of_block(
-            attended_bqd[b_idx, q_idx] - z_pd, b_idx, q_idx, final_norm=through_final_norm
-        ).float()
+        corrupted_attention_pd = attended_bqd[b_idx, q_idx] - z_pd
+        if len(zeroed) == n_heads:
+            # A query that attends only to j in every head keeps nothing but b_O; the difference would leave a float32
+            # residue that a post-attention norm (Gemma 2/3, OLMo 2) scales up by as much as 1/sqrt(eps).
+            alone_p = (alpha_bhqk[b_idx, :, q_idx, k_idx + start] == 1).all(dim=-1)
+            bias_d = attention.b_o.float() if attention.b_o is not None else torch.zeros_like(z_pd[0])
+            corrupted_attention_pd[alone_p] = bias_d
+        corrupted_pd = record.rest_of_block(corrupted_attention_pd, b_idx, q_idx, final_norm=through_final_norm).float()
         clean_pairs_pd = clean_bqd[b_idx, q_idx]
         if similarity == "cosine":
             distance_p = 1 - torch.nn.functional.cosine_similarity(corrupted_pd, clean_pairs_pd, dim=-1)

@@ -1,0 +1,125 @@
+"""Head interventions from outside the model: ablate heads or merge two heads, as context managers.
+
+Both act on the input of a layer's attention output projection, where the heads' outputs sit side by side: the
+heads' outputs are replaced by ``C @ heads`` for a head-mixing matrix ``C`` (``[head, head]``). Because
+``Σ_h (C·ctx)_h W_O^h = Σ_g ctx_g (Σ_h C[h, g] W_O^h)``, the extractors fold ``C`` into the per-head output
+projection, so every measure (and its exactness checks) reflects the intervention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+from ._adapter import Adapter, EncoderDecoderAdapter
+from ._modules import resolve
+
+HEAD_MIX_ATTR = "_inseq_mixing_head_mixes"
+"""Attribute on an output projection holding the active head-mixing matrices, innermost last."""
+
+
+def head_mixing(module: nn.Module) -> Tensor | None:
+    """The combined head-mixing matrix active on an output projection (``None`` if there is none)."""
+    mixes = getattr(module, HEAD_MIX_ATTR, None)
+    if not mixes:
+        return None
+    combined = mixes[0]
+    for mix in mixes[1:]:
+        combined = mix @ combined  # applied in order: the later context acts on the earlier one's output
+    return combined
+
+
+def _output_projection(model: PreTrainedModel, layer: int, stack: str) -> nn.Module:
+    from . import get_adapter  # the table lives in the package init
+
+    adapter = get_adapter(model)
+    view: Adapter = getattr(adapter, stack if stack != "layers" else "encoder") if isinstance(
+        adapter, EncoderDecoderAdapter
+    ) else adapter  # fmt: skip
+    blocks = resolve(model.base_model, view.blocks)
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"Layer {layer} out of range: the {stack} stack has {len(blocks)} layers.")
+    return resolve(blocks[layer], view.output_proj)
+
+
+@contextmanager
+def mixed_heads(model: PreTrainedModel, mixes: Mapping[int, Tensor], *, stack: str = "layers") -> Iterator[None]:
+    """Replace the heads' outputs of each listed layer by ``C @ heads`` (``C``: ``[head, head]``) inside the context.
+
+    Hooks and attributes are removed on exit, also when an exception escapes.
+    """
+    entered: list[tuple[nn.Module, torch.utils.hooks.RemovableHandle]] = []
+    try:
+        for layer, mix in mixes.items():
+            module = _output_projection(model, layer, stack)
+            n_heads = mix.shape[0]
+
+            def apply(_module: nn.Module, args: tuple, mix: Tensor = mix, n_heads: int = n_heads) -> tuple:
+                heads = args[0].unflatten(-1, (n_heads, -1))
+                mixed = torch.einsum("hg,...ge->...he", mix.to(heads.dtype).to(heads.device), heads)
+                return (mixed.flatten(-2), *args[1:])
+
+            handle = module.register_forward_pre_hook(apply)
+            setattr(module, HEAD_MIX_ATTR, [*getattr(module, HEAD_MIX_ATTR, []), mix.float()])
+            entered.append((module, handle))
+        yield
+    finally:
+        for module, handle in reversed(entered):
+            handle.remove()
+            remaining = getattr(module, HEAD_MIX_ATTR)[:-1]
+            if remaining:
+                setattr(module, HEAD_MIX_ATTR, remaining)
+            else:
+                delattr(module, HEAD_MIX_ATTR)
+
+
+def _n_heads(model: PreTrainedModel, layer: int, stack: str) -> int:
+    config = model.config
+    for name in ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            if stack in ("decoder", "cross") and isinstance(getattr(config, "decoder_attention_heads", None), int):
+                return config.decoder_attention_heads
+            return value
+    raise ValueError(f"Cannot read the number of heads of {type(model).__name__} from its config.")
+
+
+@contextmanager
+def ablate_heads(
+    model: PreTrainedModel, heads: Mapping[int, Sequence[int]], *, stack: str = "layers"
+) -> Iterator[None]:
+    """Remove the listed heads' outputs (``{layer: [heads]}``) inside the context; restored on exit.
+
+    Example:
+        >>> with ablate_heads(model, {3: [0, 5]}):
+        ...     mixing = context_mixing(model, ids, "alti")  # computed on the ablated model
+    """
+    mixes = {}
+    for layer, ablated in heads.items():
+        keep = torch.ones(_n_heads(model, layer, stack))
+        keep[list(ablated)] = 0
+        mixes[layer] = torch.diag(keep)
+    with mixed_heads(model, mixes, stack=stack):
+        yield
+
+
+@contextmanager
+def merge_heads(
+    model: PreTrainedModel, layer: int, head_a: int, head_b: int, alpha: float = 0.5, *, stack: str = "layers"
+) -> Iterator[None]:
+    """Make heads ``a`` and ``b`` of ``layer`` one head inside the context: both output ``α·a + (1−α)·b``.
+
+    Each keeps its own rows of the output projection; ``alpha=1`` copies head ``a`` into ``b``. Restored on exit.
+    """
+    n_heads = _n_heads(model, layer, stack)
+    mix = torch.eye(n_heads)
+    merged = torch.zeros(n_heads)
+    merged[head_a] += alpha
+    merged[head_b] += 1 - alpha
+    mix[head_a], mix[head_b] = merged, merged
+    with mixed_heads(model, {layer: mix}, stack=stack):
+        yield

@@ -1,0 +1,38 @@
+"""Phi (1, 1.5, 2) and Phi-3.
+
+Phi: parallel blocks sharing one LayerNorm, partial rotary embeddings (positions only change the weights).
+Phi-3: Llama-like pre-RMSNorm blocks with a fused ``qkv_proj`` laid out ``[q | k | v]`` with grouped-query sizes,
+and a fused ``gate_up_proj`` inside the MLP.
+"""
+
+from dataclasses import replace
+
+from torch import Tensor
+
+from ._adapter import Adapter
+from .llama import LLAMA
+
+PHI = Adapter(
+    family="Phi",
+    blocks="layers",
+    attention="self_attn",
+    value="self_attn.v_proj",
+    output_proj="self_attn.dense",
+    norm1="input_layernorm",
+    norm2="input_layernorm",
+    ffn=("mlp",),
+    norm_kind="layer",
+    pre_norm=True,
+    parallel=True,
+    is_causal=True,
+    final_norm="final_layernorm",
+)
+
+
+def split_qkv_gqa(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
+    """Return the value part ``[batch, seq, kv_heads·d_head]`` of a fused ``[q | k | v]`` grouped-query output."""
+    kv_width = (fused.shape[-1] - n_heads * d_head) // 2
+    return fused[..., n_heads * d_head + kv_width :]
+
+
+PHI3 = replace(LLAMA, family="Phi-3", value="self_attn.qkv_proj", value_split=split_qkv_gqa)
