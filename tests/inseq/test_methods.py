@@ -163,3 +163,16 @@ def test_inseq_span_aggregation() -> None:
     merged = seq.aggregate("spans", target_spans=[(0, 2)])
     assert merged.target_attributions.shape[0] == seq.target_attributions.shape[0] - 1
     torch.testing.assert_close(merged.target_attributions[1:], seq.target_attributions[2:], equal_nan=True)
+
+
+def test_attribution_inside_ablate_heads_reflects_the_ablation() -> None:
+    from inseq_mixing.heads import ablate_heads
+
+    model = load("gpt2", "alti")
+    base = model.attribute(PROMPT, FORCED, show_progress=False).sequence_attributions[0]
+    with ablate_heads(model.model, {0: [0, 1], 1: [2]}):
+        ablated = model.attribute(PROMPT, FORCED, show_progress=False).sequence_attributions[0]
+        expected = context_mixing(model.model, full_ids(model, FORCED), "alti", rollout=True)[0]
+    pos = ablated.attr_pos_start
+    torch.testing.assert_close(ablated.target_attributions[:pos, 0, :], expected[:, pos - 1, :pos].T)
+    assert (ablated.target_attributions - base.target_attributions).nan_to_num().abs().max() > 1e-3
