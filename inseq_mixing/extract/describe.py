@@ -107,19 +107,22 @@ An adapter declares where the canonical parts live; generic hooks do the rest. R
 ```python
 from inseq_mixing import Adapter, register_adapter
 
-register_adapter("gpt_neo", Adapter(
-    family="GPT-Neo",
-    blocks="h",                       # relative to model.base_model
-    attention="attn.attention",       # its forward returns (output, attention_weights)
-    value="attn.attention.v_proj",
-    output_proj="attn.attention.out_proj",
-    norm1="ln_1",                     # pre-LN: the norm the attention reads
-    norm2="ln_2",                     # the norm the FFN reads
-    ffn=("mlp",),
-    norm_kind="layer",
-    pre_norm=True,
-    is_causal=True,
-))
+register_adapter(
+    "gpt_neo",
+    Adapter(
+        family="GPT-Neo",
+        blocks="h",  # relative to model.base_model
+        attention="attn.attention",  # its forward returns (output, attention_weights)
+        value="attn.attention.v_proj",
+        output_proj="attn.attention.out_proj",
+        norm1="ln_1",  # pre-LN: the norm the attention reads
+        norm2="ln_2",  # the norm the FFN reads
+        ffn=("mlp",),
+        norm_kind="layer",
+        pre_norm=True,
+        is_causal=True,
+    ),
+)
 ```
 
 If the declaration is wrong, the first forward raises `DecompositionError` naming the failing check
