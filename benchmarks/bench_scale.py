@@ -121,8 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     d_model = SHAPES[args.model].get("n_embd") or SHAPES[args.model]["hidden_size"]
     print(f"{args.model}-shaped random model, {args.device}, {args.dtype}; ratios to one eager forward")
-    print("| n | method | s | ×fwd | peak MB | ×fwd peak | materializing s | ×fwd | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| n | method | s | ×fwd | peak MB | ×fwd peak | materializing s | ×fwd | peak MB | ×fwd peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.lengths:
         results = {task: measure(args.model, n, task, args.device, args.dtype, args.repeats) for task in BASELINES}
         fwd_s, fwd_peak = results["forward (eager)"]
@@ -133,12 +133,12 @@ def main() -> None:
             if task in MEASURES and name:
                 size_gb = 4 * n * n * d_model / 1e9
                 if size_gb > args.materializing_limit_gb:
-                    row += f" skipped ([n, n, d] = {size_gb:.0f} GB) | | |"
+                    row += f" skipped ([n, n, d] = {size_gb:.0f} GB) | | | |"
                 else:
                     m_s, m_peak = measure(args.model, n, f"materializing {task}", args.device, args.dtype, 1)
                     row += " " + _cells(m_s, m_peak, fwd_s, fwd_peak)
             else:
-                row += " | | |"
+                row += " | | | |"
             print(row, flush=True)
 
 
