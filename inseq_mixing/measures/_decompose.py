@@ -45,32 +45,56 @@ def row_scale(norms: Sequence[NormRecord], like: Tensor) -> Float[Tensor, "batch
 class AttentionParts:
     """What the attention adds to the residual stream, split per head and key.
 
-    Token j sends ``q_i · Σ_h α^h_ij f^h_j`` to token i, where ``f^h_j`` went through the linear part of the
-    post-attention norm (Gemma 2/3, OLMo 2) and ``q_i`` is that norm's ``1/σ`` of the true attention output (1
-    without such a norm). ``bias`` belongs to no token: the output bias through that norm, plus its β.
+    Token j sends ``q_i · Σ_h α^h_ij f^h_j`` to token i, where ``f^h_j = v^h_j W_O^h`` went through the linear part
+    of the post-attention norm (Gemma 2/3, OLMo 2), folded into ``w_o``, and ``q_i`` is that norm's ``1/σ`` of the
+    true attention output (1 without such a norm). ``bias`` belongs to no token: the output bias through that
+    norm, plus its β.
     """
 
     alpha: Float[Tensor, "batch head query key"]
-    f: Float[Tensor, "batch head key d_model"]
+    values: Tensor
+    w_o: Float[Tensor, "head head_dim d_model"]
     query_scale: Float[Tensor, "batch query"]
     bias: Float[Tensor, "batch query d_model"]
+
+    def head_vectors(self, norms: Sequence[NormRecord] = ()) -> Float[Tensor, "batch head key d_model"]:
+        """``L f^h_j`` for every head and key: the norms' linear parts are folded into ``W_O`` (a ``[H, e, d]``
+        matrix) rather than applied to the ``[batch, H, key, d]`` vectors."""
+        return torch.einsum("bhke,hed->bhkd", self.values.float(), apply_linear_parts(norms, self.w_o))
 
 
 def attention_parts(record: LayerRecord) -> AttentionParts:
     """Split the record's attention (and post-attention norm) into per-head, per-key parts."""
     attention = record.attention
-    f_bhkd = head_vectors(attention)
+    w_o = attention.w_o.float()
     batch, _, n_queries, _ = attention.alpha.shape
-    d_model = f_bhkd.shape[-1]
-    b_o = attention.b_o.float() if attention.b_o is not None else f_bhkd.new_zeros(d_model)
+    d_model = w_o.shape[-1]
+    b_o = attention.b_o.float() if attention.b_o is not None else w_o.new_zeros(d_model)
     bias_bqd = b_o.expand(batch, n_queries, d_model)
-    query_scale = f_bhkd.new_ones(batch, n_queries)
+    query_scale = w_o.new_ones(batch, n_queries)
     post = record.post_attention_norm
     if post is not None:
-        f_bhkd = linear_part(post, f_bhkd)
+        w_o = linear_part(post, w_o)
         query_scale = inverse_scale(post)
         bias_bqd = linear_part(post, bias_bqd) * query_scale[..., None] + bias_or_zero(post, bias_bqd)
-    return AttentionParts(alpha=attention.alpha, f=f_bhkd, query_scale=query_scale, bias=bias_bqd)
+    return AttentionParts(
+        alpha=attention.alpha, values=attention.values, w_o=w_o, query_scale=query_scale, bias=bias_bqd
+    )
+
+
+def attended_sum(record: LayerRecord) -> Float[Tensor, "batch query d_model"]:
+    """``q_i · Σ_j Σ_h α^h_ij f^h_j`` (no bias) as ``(α V) W_O``: ``n²·d + n·d²`` multiply-adds, not ``n²·H·d``.
+
+    The same sum the per-key parts of :func:`attention_parts` add up to, including the post-attention norm's
+    linear part and scale.
+    """
+    attention = record.attention
+    context_bhqe = torch.einsum("bhqk,bhke->bhqe", attention.alpha.float(), attention.values.float())
+    out_bqd = torch.einsum("bhqe,hed->bqd", context_bhqe, attention.w_o.float())
+    post = record.post_attention_norm
+    if post is not None:
+        out_bqd = linear_part(post, out_bqd) * inverse_scale(post)[..., None]
+    return out_bqd
 
 
 def with_empty_residual_column(matrix: Float[Tensor, "*batch query key"]) -> Float[Tensor, "*batch query key_1"]:
@@ -101,7 +125,7 @@ def transformed_l2_norms(
     """
     alpha_bhqk = parts.alpha
     batch, n_heads, n_queries, n_keys = alpha_bhqk.shape
-    f_bhkd = apply_linear_parts(norms, parts.f)
+    f_bhkd = parts.head_vectors(norms)
     gram_bkhg = torch.einsum("bhkd,bgkd->bkhg", f_bhkd, f_bhkd)
     scale_bq = row_scale(norms, parts.bias)
     if residual is not None and residual_column:
@@ -113,15 +137,31 @@ def transformed_l2_norms(
         # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).
         cross_bhq = torch.einsum("bhkd,bkd->bhk", f_bhkd, x_bqd)
         x_sq_bq = x_bqd.pow(2).sum(-1)
-    out_bqk = torch.empty(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
-    for chunk in query_chunks(n_queries, 3 * 4 * batch * n_keys * n_heads, memory_budget):
-        alpha_bqkh = alpha_bhqk[:, :, chunk].float().permute(0, 2, 3, 1) * parts.query_scale[:, chunk, None, None]
-        weighted_bqkg = torch.einsum("bqkh,bkhg->bqkg", alpha_bqkh, gram_bkhg)
-        sq_bqk = (weighted_bqkg * alpha_bqkh).sum(-1)
+    # Σ_{h,g} α^h α^g G[h,g] = Σ_h α^h (α^h G[h,h] + Σ_{g>h} α^g 2G[h,g]): H(H+1)/2 fused passes over [query, key].
+    coef_bhgk = (gram_bkhg * (2 - torch.eye(n_heads, device=gram_bkhg.device))).permute(0, 2, 3, 1).contiguous()
+    out_bqk = torch.zeros(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
+    for chunk in query_chunks(n_queries, 4 * batch * n_keys * (n_heads + 2), memory_budget):
+        n_used = _used_keys(alpha_bhqk[:, :, chunk])
+        if residual is not None:  # the diagonal carries the residual
+            n_used = max(n_used, chunk.stop)
+        alpha_bhqk_chunk = alpha_bhqk[:, :, chunk, :n_used].float()
+        sq_bqk = alpha_bhqk_chunk.new_zeros(batch, alpha_bhqk_chunk.shape[2], n_used)
+        for h in range(n_heads):
+            partial_bqk = alpha_bhqk_chunk[:, h] * coef_bhgk[:, h, h, None, :n_used]
+            for g in range(h + 1, n_heads):
+                partial_bqk.addcmul_(alpha_bhqk_chunk[:, g], coef_bhgk[:, h, g, None, :n_used])
+            sq_bqk.addcmul_(alpha_bhqk_chunk[:, h], partial_bqk)
+        sq_bqk *= parts.query_scale[:, chunk, None].square()
         if residual is not None:
             rows = torch.arange(chunk.start, chunk.stop, device=alpha_bhqk.device)
             alpha_diag_bhq = alpha_bhqk[:, :, rows, rows].float() * parts.query_scale[:, None, chunk]
             diag_bq = 2 * (alpha_diag_bhq * cross_bhq[:, :, chunk]).sum(1) + x_sq_bq[:, chunk]
             sq_bqk[:, rows - chunk.start, rows] += diag_bq
-        out_bqk[:, chunk] = sq_bqk.clamp_min(0).sqrt() * scale_bq[:, chunk, None]
+        out_bqk[:, chunk, :n_used] = sq_bqk.clamp_min_(0).sqrt_() * scale_bq[:, chunk, None]
     return out_bqk
+
+
+def _used_keys(alpha_bhqk: Tensor) -> int:
+    """One past the last key any head and query weights (the past of a causal model's chunk): later keys score 0."""
+    weighted = alpha_bhqk.abs().amax(dim=(0, 1, 2)).nonzero()
+    return int(weighted.max()) + 1 if weighted.numel() else 1

@@ -8,11 +8,14 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import apply_linear_parts, attention_parts, row_scale
+from ._decompose import apply_linear_parts, attended_sum, attention_parts, row_scale
 from ._norms import bias_or_zero
 
-CACHE_FRIENDLY_BYTES = 32 << 20
-"""Upper bound on one key chunk's ``[key, query, d_model]`` block: small blocks stay in cache and run faster."""
+CPU_BLOCK_BYTES = 2 << 20
+"""Upper bound on one ``[key, query, d_model]`` block on CPU: blocks that stay in a core's cache run fastest."""
+
+CPU_BLOCK_QUERIES = 64
+"""Queries per block on CPU (several keys per block amortize the per-block overhead)."""
 
 
 def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Float[Tensor, "batch query key"]:
@@ -51,7 +54,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     norms = () if record.pre_norm or record.parallel else (record.norm1,)
     alpha_bhqk, query_scale_bq = parts.alpha, parts.query_scale
     batch, _, n_queries, n_keys = alpha_bhqk.shape
-    f_bhkd = apply_linear_parts(norms, parts.f)
+    f_bhkd = parts.head_vectors(norms)
     x_bqd = apply_linear_parts(norms, record.residual.float())
     d_model = x_bqd.shape[-1]
     scale_bq = row_scale(norms, x_bqd)
@@ -59,16 +62,23 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     bias_bqd = apply_linear_parts(norms, parts.bias)
     if norms:
         bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
-    attended_bqd = torch.einsum("bhqk,bhkd->bqd", alpha_bhqk.float(), f_bhkd) * query_scale_bq[..., None]
-    y_hat_bqd = attended_bqd + x_bqd + bias_bqd
+    y_hat_bqd = apply_linear_parts(norms, attended_sum(record)) + x_bqd + bias_bqd
     y_norm_bq = y_hat_bqd.abs().sum(-1)
     distance_bqk = y_norm_bq[:, :, None].expand(batch, n_queries, n_keys).clone()
-    block_bytes = min(memory_budget, CACHE_FRIENDLY_BYTES)
-    keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * n_queries * d_model)))
-    queries_per_chunk = max(1, block_bytes // (4 * keys_per_chunk * d_model))
+    on_cpu = alpha_bhqk.device.type == "cpu"
+    if on_cpu:
+        block_bytes = min(memory_budget, CPU_BLOCK_BYTES)
+        queries_per_chunk = max(1, min(n_queries, CPU_BLOCK_QUERIES, block_bytes // (4 * d_model)))
+        keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * queries_per_chunk * d_model)))
+    else:
+        block_bytes = memory_budget
+        keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * n_queries * d_model)))
+        queries_per_chunk = max(1, block_bytes // (4 * keys_per_chunk * d_model))
     for b in range(batch):
         alpha_kqh = alpha_bhqk[b].permute(2, 1, 0)
-        f_khd = f_bhkd[b].transpose(0, 1)
+        if on_cpu:  # one copy, so that small blocks read contiguous rows
+            alpha_kqh = alpha_kqh.contiguous()
+        f_khd = f_bhkd[b].transpose(0, 1).contiguous()
         for key_start in range(0, n_keys, keys_per_chunk):
             keys = slice(key_start, min(key_start + keys_per_chunk, n_keys))
             weighted_q = alpha_kqh[keys].abs().amax(dim=(0, 2)).nonzero()

@@ -31,7 +31,7 @@ def attention_norm(
     """
     parts = attention_parts(record)
     if per_head:
-        f_norm_bhk = parts.f.norm(dim=-1)
+        f_norm_bhk = parts.head_vectors().norm(dim=-1)
         mixing = parts.alpha.float() * f_norm_bhk[:, :, None, :] * parts.query_scale[:, None, :, None]
     else:
         mixing = transformed_l2_norms(parts, residual=None, norms=(), memory_budget=memory_budget)
