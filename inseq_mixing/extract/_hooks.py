@@ -192,13 +192,13 @@ class _BlockRecorder:
             return None
         if prefix == "norm2" and module is self.norm1:
             prefix = "norm1"
-        weight = getattr(module, "weight", None)
+        weight = _detached(getattr(module, "weight", None))
         if weight is not None and self.adapter.norm_weight_offset:
             weight = weight + self.adapter.norm_weight_offset
         return NormRecord(
             kind=self.adapter.norm_kind,
             weight=weight,
-            bias=getattr(module, "bias", None),
+            bias=_detached(getattr(module, "bias", None)),
             eps=float(getattr(module, self.adapter.norm_eps_attr)),
             input=self.slots[f"{prefix}_input"],
             output=self.slots[f"{prefix}_output"],
@@ -217,6 +217,7 @@ class _BlockRecorder:
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
         w_o, b_o = self._output_projection(self.output_proj, n_heads)
+        w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
         d_head = w_o.shape[1]
         values = self.slots["values"]
         if self.adapter.value_split is not None:
@@ -327,6 +328,7 @@ class _BlockRecorder:
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
         w_o, b_o = self._output_projection(self.output_proj, n_heads)
+        w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
         d_head = w_o.shape[1]
         scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0
         attend = cross_attention_fn(
@@ -398,3 +400,7 @@ def recording(model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter, 
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()

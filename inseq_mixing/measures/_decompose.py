@@ -153,10 +153,10 @@ def transformed_l2_norms(
             sq_bqk.addcmul_(alpha_bhqk_chunk[:, h], partial_bqk)
         sq_bqk *= parts.query_scale[:, chunk, None].square()
         if residual is not None:
-            rows = torch.arange(chunk.start, chunk.stop, device=alpha_bhqk.device)
-            alpha_diag_bhq = alpha_bhqk[:, :, rows, rows].float() * parts.query_scale[:, None, chunk]
+            alpha_diag_bhq = alpha_bhqk[:, :, chunk, chunk].diagonal(dim1=-2, dim2=-1).float()
+            alpha_diag_bhq = alpha_diag_bhq * parts.query_scale[:, None, chunk]
             diag_bq = 2 * (alpha_diag_bhq * cross_bhq[:, :, chunk]).sum(1) + x_sq_bq[:, chunk]
-            sq_bqk[:, rows - chunk.start, rows] += diag_bq
+            sq_bqk[:, :, chunk].diagonal(dim1=-2, dim2=-1).add_(diag_bq)
         out_bqk[:, chunk, :n_used] = sq_bqk.clamp_min_(0).sqrt_() * scale_bq[:, chunk, None]
     return out_bqk
 

@@ -75,26 +75,31 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * n_queries * d_model)))
         queries_per_chunk = max(1, block_bytes // (4 * keys_per_chunk * d_model))
     for b in range(batch):
-        alpha_kqh = alpha_bhqk[b].permute(2, 1, 0)
+        alpha_kqh = (alpha_bhqk[b].float() * query_scale_bq[b, None, :, None]).permute(2, 1, 0)
         if on_cpu:  # one copy, so that small blocks read contiguous rows
             alpha_kqh = alpha_kqh.contiguous()
         f_khd = f_bhkd[b].transpose(0, 1).contiguous()
-        for key_start in range(0, n_keys, keys_per_chunk):
-            keys = slice(key_start, min(key_start + keys_per_chunk, n_keys))
-            weighted_q = alpha_kqh[keys].abs().amax(dim=(0, 2)).nonzero()
-            if weighted_q.numel() == 0:
+        weighted_qk = (alpha_bhqk[b] != 0).any(dim=0)
+        # The first query that weights each key chunk: earlier queries (a causal model's past) are skipped.
+        first_queries = [
+            int(weighted_q.nonzero()[0]) if weighted_q.any() else None
+            for weighted_q in (weighted_qk[:, start : start + keys_per_chunk].any(dim=1)
+                               for start in range(0, n_keys, keys_per_chunk))
+        ]  # fmt: skip
+        for key_start, first_query in zip(range(0, n_keys, keys_per_chunk), first_queries, strict=True):
+            if first_query is None:
                 continue
-            for query_start in range(int(weighted_q[0]), n_queries, queries_per_chunk):
+            keys = slice(key_start, min(key_start + keys_per_chunk, n_keys))
+            for query_start in range(first_query, n_queries, queries_per_chunk):
                 queries = slice(query_start, min(query_start + queries_per_chunk, n_queries))
-                alpha_kqh_chunk = alpha_kqh[keys, queries].float() * query_scale_bq[b, queries, None]
+                alpha_kqh_chunk = alpha_kqh[keys, queries]
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
-                distance_bqk[b, queries, keys] = residual_kqd.abs_().sum(-1).T
+                distance_bqk[b, queries, keys] = torch.abs(residual_kqd, out=residual_kqd).sum(-1).T
     if record.is_cross_attention:  # the residual is its own, last column: ‖ŷ_i − L x_i‖₁
         distance_bqk = torch.cat([distance_bqk, (y_hat_bqd - x_bqd).abs().sum(-1)[..., None]], dim=-1)
     else:  # the diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁
-        diag = torch.arange(n_queries, device=alpha_bhqk.device)
-        alpha_diag_bhq = alpha_bhqk[:, :, diag, diag].float() * query_scale_bq[:, None]
-        self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd[:, :, diag]) + x_bqd
-        distance_bqk[:, diag, diag] = (y_hat_bqd - self_bqd).abs().sum(-1)
+        alpha_diag_bhq = alpha_bhqk.diagonal(dim1=-2, dim2=-1).float() * query_scale_bq[:, None]
+        self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd) + x_bqd
+        distance_bqk.diagonal(dim1=-2, dim2=-1).copy_((y_hat_bqd - self_bqd).abs().sum(-1))
     return ((y_norm_bq[:, :, None] - distance_bqk) * scale_bq[:, :, None]).clamp_min(0)
