@@ -58,11 +58,15 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     x_bqd = apply_linear_parts(norms, record.residual.float())
     d_model = x_bqd.shape[-1]
     scale_bq = row_scale(norms, x_bqd)
-    # ŷ_i = y_i / σ_i: the attention sum, the residual, and the bias terms (β enters divided by the scale).
-    bias_bqd = apply_linear_parts(norms, parts.bias)
+    # ŷ_i = y_i / σ_i: the residual, what the attention adds (its sum and bias terms), and β divided by the scale.
+    if record.attention.output.dtype == torch.float32:  # the model's own float32 output: nothing to recompute
+        post = record.post_attention_norm
+        added_bqd = (record.attention.output if post is None else post.output).float()
+    else:  # half precision: rebuild the sum in float32, consistent with the float32 parts
+        added_bqd = attended_sum(record) + parts.bias
+    y_hat_bqd = apply_linear_parts(norms, added_bqd) + x_bqd
     if norms:
-        bias_bqd = bias_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
-    y_hat_bqd = apply_linear_parts(norms, attended_sum(record)) + x_bqd + bias_bqd
+        y_hat_bqd = y_hat_bqd + bias_or_zero(norms[-1], x_bqd) / scale_bq[..., None]
     y_norm_bq = y_hat_bqd.abs().sum(-1)
     distance_bqk = y_norm_bq[:, :, None].expand(batch, n_queries, n_keys).clone()
     on_cpu = alpha_bhqk.device.type == "cpu"
@@ -75,9 +79,11 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         keys_per_chunk = max(1, min(n_keys, block_bytes // (4 * n_queries * d_model)))
         queries_per_chunk = max(1, block_bytes // (4 * keys_per_chunk * d_model))
     for b in range(batch):
-        alpha_kqh = (alpha_bhqk[b].float() * query_scale_bq[b, None, :, None]).permute(2, 1, 0)
-        if on_cpu:  # one copy, so that small blocks read contiguous rows
-            alpha_kqh = alpha_kqh.contiguous()
+        alpha_qkh = alpha_bhqk[b].permute(1, 2, 0)
+        if on_cpu:  # one copy (cheap in this order), so that small blocks read contiguous rows
+            alpha_qkh = alpha_qkh.float().contiguous()
+        if record.post_attention_norm is not None:
+            alpha_qkh = alpha_qkh * query_scale_bq[b, :, None, None]
         f_khd = f_bhkd[b].transpose(0, 1).contiguous()
         weighted_qk = (alpha_bhqk[b] != 0).any(dim=0)
         # The first query that weights each key chunk: earlier queries (a causal model's past) are skipped.
@@ -92,7 +98,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
             keys = slice(key_start, min(key_start + keys_per_chunk, n_keys))
             for query_start in range(first_query, n_queries, queries_per_chunk):
                 queries = slice(query_start, min(query_start + queries_per_chunk, n_queries))
-                alpha_kqh_chunk = alpha_kqh[keys, queries]
+                alpha_kqh_chunk = alpha_qkh[queries, keys].transpose(0, 1).float()
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
                 distance_bqk[b, queries, keys] = torch.abs(residual_kqd, out=residual_kqd).sum(-1).T
