@@ -106,6 +106,8 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         distance_bqk = torch.cat([distance_bqk, (y_hat_bqd - x_bqd).abs().sum(-1)[..., None]], dim=-1)
     else:  # the diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁
         alpha_diag_bhq = alpha_bhqk.diagonal(dim1=-2, dim2=-1).float() * query_scale_bq[:, None]
-        self_bqd = torch.einsum("bhq,bhqd->bqd", alpha_diag_bhq, f_bhkd) + x_bqd
+        self_bqd = x_bqd.clone()
+        for h in range(alpha_diag_bhq.shape[1]):  # per-head passes beat a batched product with one-row matrices
+            self_bqd.addcmul_(alpha_diag_bhq[:, h, :, None], f_bhkd[:, h])
         distance_bqk.diagonal(dim1=-2, dim2=-1).copy_((y_hat_bqd - self_bqd).abs().sum(-1))
     return ((y_norm_bq[:, :, None] - distance_bqk) * scale_bq[:, :, None]).clamp_min(0)
