@@ -1,8 +1,10 @@
 """Time and peak memory of every measure as ratios to one plain eager forward, beside a materializing baseline.
 
 Run: ``python benchmarks/bench_scale.py [--model gpt2|llama] [--lengths 128 512 2048] [--device cpu|cuda]``.
-Each measurement runs in a fresh process (random weights, fixed seed; no download). Peak memory is the process's
-resident-set high-water mark above the loaded model (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). The
+Each measurement runs in a fresh process (random weights, fixed seed; no download) that also times a plain eager
+forward, interleaved with the measurement: the ratios compare runs made under the same machine load. Peak memory
+is the process's resident-set high-water mark above the loaded model (CPU, in a separate run with exact allocator
+accounting) or ``torch.cuda.max_memory_allocated`` (GPU), as a ratio to the eager forward's. The
 materializing baseline builds every layer's ``[query, key, d_model]`` vectors, as published implementations do; it
 is skipped where that tensor alone would exceed ``--materializing-limit-gb``.
 """
@@ -72,6 +74,7 @@ def _worker(model_name: str, n: int, task: str, device: str, dtype: str, repeats
 
     from inseq_mixing import context_mixing
     from inseq_mixing.extract import get_adapter, recording
+    from inseq_mixing.extract._modules import eager_attention
 
     torch.manual_seed(0)
     config = (GPT2Config if model_name == "gpt2" else LlamaConfig)(**SHAPES[model_name])
@@ -90,36 +93,47 @@ def _worker(model_name: str, n: int, task: str, device: str, dtype: str, repeats
                 model(input_ids=ids, use_cache=False)
     else:
         run = lambda: context_mixing(model, ids, task)  # noqa: E731
+
+    def forward() -> None:  # eager, also in the sdpa model's process
+        with eager_attention(model):
+            model(input_ids=ids, use_cache=False)
+
+    def timed(fn: Callable[[], object]) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
     try:
         with torch.no_grad():
             run()  # warm up
-            times = []
-            for _ in range(repeats):
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                run()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
+            # The plain forward is timed in the same process, interleaved, so that ratios do not depend on how
+            # busy the machine was when another process ran.
+            forward_times, times = zip(*((timed(forward), timed(run)) for _ in range(repeats)), strict=True)
             if device == "cpu":  # a separate run for memory: exact accounting slows allocation down
                 _exact_cpu_accounting()
             _peak_reset(device)
             base = _current_bytes(device)
             run()
-            queue.put((min(times), max(0, _peak_bytes(device) - base)))
+            queue.put((min(times), min(forward_times), max(0, _peak_bytes(device) - base)))
     except (torch.OutOfMemoryError, RuntimeError) as error:
-        queue.put(("OOM" if "memory" in str(error).lower() else f"error: {error}", 0))
+        queue.put(("OOM" if "memory" in str(error).lower() else f"error: {error}", None, 0))
 
 
-def measure(model_name: str, n: int, task: str, device: str, dtype: str, repeats: int) -> tuple[object, int]:
-    """Run one task in a fresh process: ``(seconds or a failure string, peak bytes above the loaded model)``."""
+def measure(
+    model_name: str, n: int, task: str, device: str, dtype: str, repeats: int
+) -> tuple[object, float | None, int]:
+    """Run one task in a fresh process: ``(seconds or a failure string, the same process's plain forward seconds,
+    peak bytes above the loaded model)``."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=_worker, args=(model_name, n, task, device, dtype, repeats, queue))
     process.start()
     process.join()
-    return queue.get() if not queue.empty() else ("crashed (likely out of memory)", 0)
+    return queue.get() if not queue.empty() else ("crashed (likely out of memory)", None, 0)
 
 
 def main() -> None:
@@ -129,7 +143,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(MEASURES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--materializing-limit-gb", type=float, default=4.0)
     args = parser.parse_args()
     d_model = SHAPES[args.model].get("n_embd") or SHAPES[args.model]["hidden_size"]
@@ -137,28 +151,29 @@ def main() -> None:
     print("| n | method | s | ×fwd | peak MB | ×fwd peak | materializing s | ×fwd | peak MB | ×fwd peak |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.lengths:
-        results = {task: measure(args.model, n, task, args.device, args.dtype, args.repeats) for task in BASELINES}
-        fwd_s, fwd_peak = results["forward (eager)"]
+        fwd_peak = 1
         for task in (*BASELINES, *args.methods):
-            seconds, peak = results.get(task) or measure(args.model, n, task, args.device, args.dtype, args.repeats)
-            row = f"| {n} | {task} | " + _cells(seconds, peak, fwd_s, fwd_peak)
+            seconds, fwd_s, peak = measure(args.model, n, task, args.device, args.dtype, args.repeats)
+            if task == "forward (eager)":
+                fwd_peak = max(peak, 1)
+            row = f"| {n} | {task} | " + _cells(seconds, fwd_s, peak, fwd_peak)
             name = task.removeprefix("attention_rollout")
             if task in MEASURES and name:
                 size_gb = 4 * n * n * d_model / 1e9
                 if size_gb > args.materializing_limit_gb:
                     row += f" skipped ([n, n, d] = {size_gb:.0f} GB) | | | |"
                 else:
-                    m_s, m_peak = measure(args.model, n, f"materializing {task}", args.device, args.dtype, 1)
-                    row += " " + _cells(m_s, m_peak, fwd_s, fwd_peak)
+                    m_s, m_fwd_s, m_peak = measure(args.model, n, f"materializing {task}", args.device, args.dtype, 1)
+                    row += " " + _cells(m_s, m_fwd_s, m_peak, fwd_peak)
             else:
                 row += " | | | |"
             print(row, flush=True)
 
 
-def _cells(seconds: object, peak: int, fwd_s: object, fwd_peak: int) -> str:
-    if not isinstance(seconds, float) or not isinstance(fwd_s, float):
+def _cells(seconds: object, fwd_s: float | None, peak: int, fwd_peak: int) -> str:
+    if not isinstance(seconds, float) or fwd_s is None:
         return f"{seconds} | | | |"
-    return f"{seconds:.3f} | {seconds / fwd_s:.2f} | {peak / 2**20:.0f} | {peak / max(fwd_peak, 1):.2f} |"
+    return f"{seconds:.3f} | {seconds / fwd_s:.2f} | {peak / 2**20:.0f} | {peak / fwd_peak:.2f} |"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from importlib.util import find_spec
 
-from .errors import DecompositionError, UnknownMethodError, UnsupportedArchitectureError
+from .errors import DecompositionError, OffloadedWeightsError, UnknownMethodError, UnsupportedArchitectureError
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
 from .measures import MEASURES
 from .mixing import METHODS, context_mixing
@@ -19,6 +19,7 @@ __all__ = [
     "Adapter",
     "DecompositionError",
     "EncoderDecoderAdapter",
+    "OffloadedWeightsError",
     "UnknownMethodError",
     "UnsupportedArchitectureError",
     "__version__",

@@ -29,3 +29,16 @@ class UnsupportedArchitectureError(ValueError):
 
 class UnknownMethodError(ValueError):
     """The requested context-mixing method does not exist."""
+
+
+class OffloadedWeightsError(ValueError):
+    """A layer's weights are not in memory (``device_map`` offloading to CPU or disk leaves them on ``meta``)."""
+
+    def __init__(self, model_class: str, layer_idx: int) -> None:
+        self.model_class = model_class
+        self.layer_idx = layer_idx
+        super().__init__(
+            f"{model_class}, layer {layer_idx}: the attention's output projection is on the 'meta' device, as left by "
+            "device_map offloading (accelerate moves offloaded weights in only while a module runs). Load the model "
+            "without offloading (device_map on GPUs only, or no device_map) to measure context mixing."
+        )

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
-from ..errors import DecompositionError, UnsupportedArchitectureError
+from ..errors import DecompositionError, OffloadedWeightsError, UnsupportedArchitectureError
 from ..record import AttentionRecord, LayerRecord, NormRecord, RestOfBlock
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._cross import cross_attention_fn
@@ -217,6 +217,8 @@ class _BlockRecorder:
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
         w_o, b_o = self._output_projection(self.output_proj, n_heads)
+        if w_o.is_meta:
+            raise OffloadedWeightsError(self.model_class, self.layer_idx)
         w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
         d_head = w_o.shape[1]
         values = self.slots["values"]
@@ -328,6 +330,8 @@ class _BlockRecorder:
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
         w_o, b_o = self._output_projection(self.output_proj, n_heads)
+        if w_o.is_meta:
+            raise OffloadedWeightsError(self.model_class, self.layer_idx)
         w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
         d_head = w_o.shape[1]
         scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 import inseq_mixing.extract as extract
-from inseq_mixing import DecompositionError, UnsupportedArchitectureError, context_mixing
+from inseq_mixing import DecompositionError, OffloadedWeightsError, UnsupportedArchitectureError, context_mixing
 from inseq_mixing.extract import ADAPTERS, get_adapter, recording
 
 from .._helpers import sample_inputs, tiny_model
@@ -83,3 +84,20 @@ def test_tampered_output_projection_is_detected(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(extract.ADAPTERS, "gpt2", broken)  # keys read as values
     with pytest.raises(DecompositionError, match="attention output"):
         context_mixing(model, sample_inputs(model), "attention_norm")
+
+
+def test_offloaded_output_projection_raises_a_clear_error() -> None:
+    model = copy.deepcopy(tiny_model("gpt2"))  # the cached model stays intact
+    projection = model.h[1].attn.c_proj
+
+    def offload(module: torch.nn.Module, args: object, output: object) -> None:  # what accelerate's offload leaves
+        module.weight = torch.nn.Parameter(module.weight.to("meta"), requires_grad=False)
+
+    handle = projection.register_forward_hook(offload)
+    before = hook_count(model) - 1
+    try:
+        with pytest.raises(OffloadedWeightsError, match="GPT2Model, layer 1.*meta"):
+            context_mixing(model, sample_inputs(model), "alti")
+    finally:
+        handle.remove()
+    assert hook_count(model) == before
