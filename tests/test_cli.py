@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from .inseq.conftest import saved_model
@@ -69,6 +70,28 @@ def test_attribute_and_mix_on_an_encoder_decoder(tmp_path) -> None:
     assert "source + target rollout" in result.stdout and "either" in result.stdout
     missing_target = run_cli("mix", "--model", path, "--method", "alti", "--text", "either you win")
     assert missing_target.returncode == 2 and "--target" in missing_target.stderr
+
+
+def test_attribute_dataset_runs_our_method_on_a_local_file(tmp_path) -> None:
+    pytest.importorskip("datasets")
+    data = tmp_path / "data.jsonl"
+    texts = ["either you win", "the game or you", "win the game", "you either win or you"]
+    data.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    out_file = tmp_path / "out.json"
+    result = run_cli(
+        "attribute-dataset", "-a", "attention_norm", "-m", str(saved_model("gpt2")), "--dataset_name", "json",
+        "--dataset_files", str(data), "--dataset_split", "train", "--input_text_field", "text", "--batch_size", "2",
+        "--generation_kwargs", '{"max_new_tokens": 2}', "--save_path", str(out_file), "--hide_attributions",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import inseq
+
+    saved = inseq.FeatureAttributionOutput.load(str(out_file))
+    assert saved.info["attribution_method"] == "attention_norm"
+    assert len(saved.sequence_attributions) == len(texts)  # one attribution per row of the file
+    for attribution in saved.sequence_attributions:
+        scores = attribution.target_attributions
+        assert scores.shape[1] == 2 and torch.isfinite(scores).any()  # two generated steps, real numbers
 
 
 def test_mix_defaults_to_the_packaged_minilm() -> None:

@@ -96,7 +96,7 @@ def test_offloaded_output_projection_raises_a_clear_error() -> None:
     handle = projection.register_forward_hook(offload)
     before = hook_count(model) - 1
     try:
-        with pytest.raises(OffloadedWeightsError, match="GPT2Model, layer 1.*meta"):
+        with pytest.raises(OffloadedWeightsError, match=r"GPT2Model, layer 1.*meta"):
             context_mixing(model, sample_inputs(model), "alti")
     finally:
         handle.remove()
