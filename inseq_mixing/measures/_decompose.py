@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..record import AttentionRecord, LayerRecord, NormRecord
-from ._chunks import query_chunks
+from ._chunks import CPU_SLICE_BYTES, query_chunks
 from ._norms import bias_or_zero, inverse_scale, linear_part
 
 
@@ -140,7 +140,10 @@ def transformed_l2_norms(
     # Σ_{h,g} α^h α^g G[h,g] = Σ_h α^h (α^h G[h,h] + Σ_{g>h} α^g 2G[h,g]): H(H+1)/2 fused passes over [query, key].
     coef_bhgk = (gram_bkhg * (2 - torch.eye(n_heads, device=gram_bkhg.device))).permute(0, 2, 3, 1).contiguous()
     out_bqk = torch.zeros(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
-    for chunk in query_chunks(n_queries, 4 * batch * n_keys * (n_heads + 2), memory_budget):
+    budget = memory_budget
+    if alpha_bhqk.device.type == "cpu":
+        budget = min(budget, CPU_SLICE_BYTES * batch * (n_heads + 2))
+    for chunk in query_chunks(n_queries, 4 * batch * n_keys * (n_heads + 2), budget):
         n_used = _used_keys(alpha_bhqk[:, :, chunk])
         if residual is not None:  # the diagonal carries the residual
             n_used = max(n_used, chunk.stop)
