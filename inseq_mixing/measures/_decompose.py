@@ -144,7 +144,9 @@ def transformed_l2_norms(
     if alpha_bhqk.device.type == "cpu":
         budget = min(budget, CPU_SLICE_BYTES * batch * (n_heads + 2))
     for chunk in query_chunks(n_queries, 4 * batch * n_keys * (n_heads + 2), budget):
-        n_used = _used_keys(alpha_bhqk[:, :, chunk])
+        # Keys after the last one any query of the chunk weights score 0 (a causal model's future); one chunk
+        # holding every query has nothing to skip.
+        n_used = n_keys if chunk.stop - chunk.start == n_queries else _used_keys(alpha_bhqk[:, :, chunk])
         if residual is not None:  # the diagonal carries the residual
             n_used = max(n_used, chunk.stop)
         alpha_bhqk_chunk = alpha_bhqk[:, :, chunk, :n_used].float()

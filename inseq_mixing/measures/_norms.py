@@ -19,12 +19,15 @@ def inverse_scale(norm: NormRecord) -> Float[Tensor, "batch query"]:
 
     Statistics are accumulated in float32 whatever the model's dtype.
     """
+    cached = norm.__dict__.get("_inverse_scale")  # the verification and the measures share one computation
+    if cached is not None:
+        return cached
     y = norm.input.float()
     if norm.kind == "layer":
-        second_moment = y.var(dim=-1, unbiased=False)
-    else:
-        second_moment = y.pow(2).mean(dim=-1)
-    return torch.rsqrt(second_moment + norm.eps)
+        y = y - y.mean(dim=-1, keepdim=True)  # two passes: as exact as torch.var, several times faster on CPU
+    scale = torch.rsqrt(y.pow(2).mean(dim=-1) + norm.eps)
+    norm.__dict__["_inverse_scale"] = scale  # a record is immutable: its statistics never change
+    return scale
 
 
 def linear_part(norm: NormRecord, v: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
