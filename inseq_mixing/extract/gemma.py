@@ -9,24 +9,9 @@ as returned.
 
 from dataclasses import replace
 
-from ._adapter import Adapter
+from .llama import LLAMA
 
-GEMMA = Adapter(
-    family="Gemma",
-    blocks="layers",
-    attention="self_attn",
-    value="self_attn.v_proj",
-    output_proj="self_attn.o_proj",
-    norm1="input_layernorm",
-    norm2="post_attention_layernorm",
-    ffn=("mlp",),
-    norm_kind="rms",
-    pre_norm=True,
-    is_causal=True,
-    final_norm="norm",
-    norm_eps_attr="eps",
-    norm_weight_offset=1.0,
-)
+GEMMA = replace(LLAMA, family="Gemma", norm_eps_attr="eps", norm_weight_offset=1.0)
 
 GEMMA2 = replace(
     GEMMA,

@@ -4,22 +4,15 @@
 follows a residual addition (the q/k norms act before the attention weights are read).
 """
 
-from ._adapter import Adapter
+from dataclasses import replace
 
-OLMO2 = Adapter(
+from .llama import LLAMA
+
+OLMO2 = replace(
+    LLAMA,
     family="OLMo 2",
-    blocks="layers",
-    attention="self_attn",
-    value="self_attn.v_proj",
-    output_proj="self_attn.o_proj",
     norm1=None,
     norm2=None,
     post_attention_norm="post_attention_layernorm",
     post_ffn_norm="post_feedforward_layernorm",
-    ffn=("mlp",),
-    norm_kind="rms",
-    pre_norm=True,
-    is_causal=True,
-    final_norm="norm",
-    norm_eps_attr="variance_epsilon",
 )
