@@ -216,10 +216,7 @@ class _BlockRecorder:
             )  # fmt: skip
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
-        w_o, b_o = self._output_projection(self.output_proj, n_heads)
-        if w_o.is_meta:
-            raise OffloadedWeightsError(self.model_class, self.layer_idx)
-        w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
+        w_o, b_o = self._output_projection(n_heads)
         d_head = w_o.shape[1]
         values = self.slots["values"]
         if self.adapter.value_split is not None:
@@ -247,11 +244,13 @@ class _BlockRecorder:
             is_cross_attention=self.adapter.is_cross_attention,
         )
 
-    @staticmethod
-    def _output_projection(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
-        """Per-head output projection rows, with any active head intervention folded in (see ``heads.py``)."""
-        w_o, b_o = output_projection_per_head(module, n_heads)
-        mix = head_mixing(module)
+    def _output_projection(self, n_heads: int) -> tuple[Tensor, Tensor | None]:
+        """Per-head output projection rows, detached, with any active head intervention folded in (``heads.py``)."""
+        w_o, b_o = output_projection_per_head(self.output_proj, n_heads)
+        if w_o.is_meta:
+            raise OffloadedWeightsError(self.model_class, self.layer_idx)
+        w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
+        mix = head_mixing(self.output_proj)
         if mix is not None:
             w_o = torch.einsum("hg,hed->ged", mix.to(w_o.device, w_o.dtype), w_o)
         return w_o, b_o
@@ -329,10 +328,7 @@ class _BlockRecorder:
         cross-attention for the given decoder stream; checked against the recorded output first."""
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
-        w_o, b_o = self._output_projection(self.output_proj, n_heads)
-        if w_o.is_meta:
-            raise OffloadedWeightsError(self.model_class, self.layer_idx)
-        w_o, b_o = w_o.detach(), _detached(b_o)  # records never carry autograd graphs
+        w_o, b_o = self._output_projection(n_heads)
         d_head = w_o.shape[1]
         scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0
         attend = cross_attention_fn(

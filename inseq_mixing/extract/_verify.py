@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -34,6 +36,7 @@ SKETCH_DIRECTIONS = 8
 """How many fixed random directions the attention-output check projects on."""
 
 
+@functools.cache
 def sketch_directions(d_model: int, device: torch.device) -> Tensor:
     """``SKETCH_DIRECTIONS`` fixed unit vectors with random ±1/√d entries (seeded: every run checks the same ones)."""
     generator = torch.Generator().manual_seed(0)

@@ -82,8 +82,6 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         alpha_qkh = alpha_bhqk[b].permute(1, 2, 0)
         if on_cpu:  # one copy (cheap in this order), so that small blocks read contiguous rows
             alpha_qkh = alpha_qkh.float().contiguous()
-        if record.post_attention_norm is not None:
-            alpha_qkh = alpha_qkh * query_scale_bq[b, :, None, None]
         f_khd = f_bhkd[b].transpose(0, 1).contiguous()
         weighted_qk = (alpha_bhqk[b] != 0).any(dim=0)
         # The first query that weights each key chunk: earlier queries (a causal model's past) are skipped.
@@ -99,6 +97,8 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
             for query_start in range(first_query, n_queries, queries_per_chunk):
                 queries = slice(query_start, min(query_start + queries_per_chunk, n_queries))
                 alpha_kqh_chunk = alpha_qkh[queries, keys].transpose(0, 1).float()
+                if record.post_attention_norm is not None:  # per block: no second full copy of α
+                    alpha_kqh_chunk = alpha_kqh_chunk * query_scale_bq[b, queries, None]
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
                 distance_bqk[b, queries, keys] = torch.abs(residual_kqd, out=residual_kqd).sum(-1).T
