@@ -16,7 +16,7 @@ BOUNDS = {torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
 
 @pytest.mark.parametrize("dtype", sorted(BOUNDS, key=str))
-@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama", "gemma2"])
 def test_half_precision_matches_float32(model_type: str, dtype: torch.dtype) -> None:
     full = build_tiny_model(model_type)
     half = build_tiny_model(model_type).to(dtype)

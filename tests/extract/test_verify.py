@@ -7,19 +7,15 @@ import dataclasses
 import pytest
 
 from inseq_mixing import DecompositionError
-from inseq_mixing.extract import get_adapter, recording
 from inseq_mixing.extract._verify import FP32_TOLERANCE, verify_layer
 from inseq_mixing.record import LayerRecord
 
-from .._helpers import sample_inputs, tiny_model
+from .._helpers import collect_records, sample_inputs, tiny_model
 
 
 def first_record(model_type: str) -> LayerRecord:
     model = tiny_model(model_type)
-    records: list[LayerRecord] = []
-    with recording(model, get_adapter(model), records.append):
-        model.base_model(input_ids=sample_inputs(model))
-    return records[0]
+    return collect_records(model, sample_inputs(model))[0]
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "bert"])
