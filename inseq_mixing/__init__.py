@@ -2,7 +2,15 @@
 
 from importlib.util import find_spec
 
-from .errors import DecompositionError, OffloadedWeightsError, UnknownMethodError, UnsupportedArchitectureError
+from .errors import (
+    DecompositionError,
+    ExtractionError,
+    InvalidInputError,
+    OffloadedWeightsError,
+    UnknownMethodError,
+    UnknownOptionError,
+    UnsupportedArchitectureError,
+)
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
 from .measures import MEASURES
 from .mixing import METHODS, context_mixing
@@ -19,8 +27,11 @@ __all__ = [
     "Adapter",
     "DecompositionError",
     "EncoderDecoderAdapter",
+    "ExtractionError",
+    "InvalidInputError",
     "OffloadedWeightsError",
     "UnknownMethodError",
+    "UnknownOptionError",
     "UnsupportedArchitectureError",
     "__version__",
     "context_mixing",

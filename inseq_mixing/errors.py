@@ -27,6 +27,24 @@ class UnsupportedArchitectureError(ValueError):
     """The model's architecture has no registered adapter."""
 
 
+class ExtractionError(UnsupportedArchitectureError):
+    """The model's structure does not match its adapter: a path names no submodule, or a module did not produce
+    what the adapter says it does (no attention weights, a block that never ran, a head layout that does not divide).
+
+    Raised before any hook is registered where the problem can be seen from the module tree, and otherwise during
+    the forward pass (hooks are removed either way). Distinct from :class:`DecompositionError`, which reports a
+    decomposition that ran but does not reproduce the model's outputs.
+    """
+
+
+class InvalidInputError(ValueError):
+    """The token ids, masks or other inputs cannot be measured as given (the message says what to pass instead)."""
+
+
+class UnknownOptionError(TypeError):
+    """A measure was given an option it does not take (checked before the forward pass)."""
+
+
 class UnknownMethodError(ValueError):
     """The requested context-mixing method does not exist."""
 
