@@ -9,7 +9,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from .errors import DecompositionError, UnknownMethodError
+from .errors import ExtractionError, UnknownMethodError
 from .extract import EncoderDecoderAdapter, blocks_of, get_adapter, recording, stacks_of
 from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, Measure
 from .record import LayerRecord
@@ -96,7 +96,10 @@ def record_stacks(
     for stack, count in n_layers.items():
         missing = [idx for idx in range(count) if (stack, idx) not in done]
         if missing:
-            raise DecompositionError(type(model).__name__, missing[0], f"every {stack} block recorded", float("inf"), 0)
+            raise ExtractionError(
+                f"{type(model).__name__}: {stack} blocks {missing} did not run during the forward pass, so their "
+                "records are missing; the adapter's 'blocks' must list the blocks the model calls."
+            )
     return out
 
 

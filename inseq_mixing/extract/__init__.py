@@ -106,7 +106,7 @@ def blocks_of(model: PreTrainedModel, stack: str = "layers") -> nn.ModuleList:
     adapter = get_adapter(model)
     if isinstance(adapter, EncoderDecoderAdapter):
         adapter = getattr(adapter, stack if stack != "layers" else "encoder")
-    return resolve(model.base_model, adapter.blocks)  # type: ignore[return-value]
+    return resolve(model.base_model, adapter.blocks, field="blocks", where=type(model).__name__)  # type: ignore[return-value]
 
 
 __all__ = [

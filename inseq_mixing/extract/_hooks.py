@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
-from ..errors import DecompositionError, OffloadedWeightsError, UnsupportedArchitectureError
+from ..errors import DecompositionError, ExtractionError, OffloadedWeightsError
 from ..record import AttentionRecord, LayerRecord, NormRecord, RestOfBlock
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._cross import cross_attention_fn
@@ -72,11 +72,17 @@ class _BlockRecorder:
         self.on_layer = on_layer
         self.session = session
         self.stack = stack
-        self.attention = resolve(block, adapter.attention)
-        self.value = resolve(block, adapter.value)
-        self.output_proj = resolve(block, adapter.output_proj)
+        self.where = where = f"{model_class}, {'' if stack == 'layers' else stack + ' '}block {layer_idx}"
+
+        def part(field: str, path: str) -> nn.Module:
+            return resolve(block, path, field=field, where=where)
+
+        # Every path is resolved here, before any hook is registered anywhere (see ``recording``).
+        self.attention = part("attention", adapter.attention)
+        self.value = part("value", adapter.value)
+        self.output_proj = part("output_proj", adapter.output_proj)
         self.norms = {
-            name: resolve(block, path)
+            name: part(name, path)
             for name, path in (
                 ("norm1", adapter.norm1),
                 ("norm2", adapter.norm2),
@@ -86,41 +92,55 @@ class _BlockRecorder:
             if path is not None
         }
         self.norm1, self.norm2 = self.norms.get("norm1"), self.norms.get("norm2")
-        self.ffn = [resolve(block, path) for path in adapter.ffn]
+        if not adapter.ffn:
+            raise ExtractionError(f"{where}: adapter field 'ffn' is empty; name the modules that compute the FFN.")
+        self.ffn = [part("ffn", path) for path in adapter.ffn]
+        self.key = part("key", adapter.key) if adapter.key is not None else None
+        self.query = part("query", adapter.query) if adapter.query is not None else None
+        self.sources: dict[str, tuple[nn.Module, str]] = {}
+        for name, source in (("residual", adapter.residual_source), ("output", adapter.output_source)):
+            if source is None:
+                continue
+            field = f"{name}_source"
+            if not (isinstance(source, tuple) and len(source) == 2 and source[1] in ("input", "output")):
+                raise ExtractionError(
+                    f"{where}: adapter field '{field}' = {source!r} is not a (module path, 'input' | 'output') pair."
+                )
+            self.sources[name] = (part(field, source[0]), source[1])
         self.final_norm: nn.Module | None = None  # the stack's final norm, set on its last block only
         self.following: _BlockRecorder | None = None  # decoder self-attention: the same block's cross-attention
         self.slots: dict[str, Tensor] = {}
         self.is_last = False
         self.weights_requested = False
 
-    def attach(self) -> list[RemovableHandle]:
-        """Register the hooks; the caller removes the returned handles."""
-        handles = [
-            self.block.register_forward_pre_hook(self._on_block_input, with_kwargs=True),
-            self.attention.register_forward_hook(self._on_attention),
-            self.value.register_forward_hook(self._storer("values")),
-            self.output_proj.register_forward_hook(self._storer("attention_output")),
-            self.ffn[-1].register_forward_hook(self._storer("ffn_output")),
-            self.block.register_forward_hook(self._on_block_output),
-        ]
+    def attach(self, hooks: ExitStack) -> None:
+        """Register the hooks; each handle's removal is pushed onto ``hooks`` as soon as it exists."""
+
+        def keep(handle: RemovableHandle) -> None:
+            hooks.callback(handle.remove)
+
+        keep(self.block.register_forward_pre_hook(self._on_block_input, with_kwargs=True))
+        keep(self.attention.register_forward_hook(self._on_attention))
+        keep(self.value.register_forward_hook(self._storer("values")))
+        keep(self.output_proj.register_forward_hook(self._storer("attention_output")))
+        keep(self.ffn[-1].register_forward_hook(self._storer("ffn_output")))
+        keep(self.block.register_forward_hook(self._on_block_output))
         for name, module in self.norms.items():
             if name == "norm2" and module is self.norm1:
                 continue  # one norm read by both attention and FFN (parallel blocks): recorded once, as norm1
-            handles.append(module.register_forward_pre_hook(self._input_storer(f"{name}_input")))
-            handles.append(module.register_forward_hook(self._storer(f"{name}_output")))
-        if self.adapter.key is not None:
-            handles.append(resolve(self.block, self.adapter.key).register_forward_hook(self._storer("keys")))
-        for name, source in (("residual", self.adapter.residual_source), ("output", self.adapter.output_source)):
-            if source is not None:
-                module, side = resolve(self.block, source[0]), source[1]
-                hook = self._input_storer(name) if side == "input" else self._storer(name)
-                register = module.register_forward_pre_hook if side == "input" else module.register_forward_hook
-                handles.append(register(hook))
+            keep(module.register_forward_pre_hook(self._input_storer(f"{name}_input")))
+            keep(module.register_forward_hook(self._storer(f"{name}_output")))
+        if self.key is not None:
+            keep(self.key.register_forward_hook(self._storer("keys")))
+        for name, (module, side) in self.sources.items():
+            if side == "input":
+                keep(module.register_forward_pre_hook(self._input_storer(name)))
+            else:
+                keep(module.register_forward_hook(self._storer(name)))
         if "output_attentions" in inspect.signature(self.attention.forward).parameters:
             # Attention classes chosen at construction (e.g. BERT's SDPA class in transformers 4.x) return their
             # weights only when asked; asking this one module keeps the model from collecting every layer's.
-            handles.append(self.attention.register_forward_pre_hook(self._ask_for_weights, with_kwargs=True))
-        return handles
+            keep(self.attention.register_forward_pre_hook(self._ask_for_weights, with_kwargs=True))
 
     def _store(self, name: str, tensor: Tensor) -> None:
         if self.session.paused:
@@ -157,9 +177,9 @@ class _BlockRecorder:
             return
         hidden = args[0] if args else kwargs.get("hidden_states")
         if hidden is None:
-            raise UnsupportedArchitectureError(
-                f"{self.model_class}: block {self.layer_idx} was called without a positional input or "
-                "'hidden_states' keyword; cannot record the residual stream."
+            raise ExtractionError(
+                f"{self.where}: the block was called without a positional input or 'hidden_states' keyword, so "
+                "the residual stream cannot be recorded; the adapter's 'blocks' must name the Transformer blocks."
             )
         self.slots.clear()
         self._store("block_input", hidden)
@@ -168,7 +188,12 @@ class _BlockRecorder:
         index = self.adapter.weights_index
         weights = output[index] if isinstance(output, (tuple, list)) and len(output) > index else None
         if not isinstance(weights, Tensor) or weights.dim() != 4:
-            raise DecompositionError(self.model_class, self.layer_idx, "attention weights returned", float("inf"), 0)
+            raise ExtractionError(
+                f"{self.where}: the module at adapter field 'attention' = '{self.adapter.attention}' did not return "
+                f"attention weights [batch, head, query, key] at position {index} of its output (got "
+                f"{_describe(weights)}); name the attention module whose forward returns (output, weights, ...) "
+                "or set 'weights_index'."
+            )
         self._store("alpha", weights)
         if self.weights_requested and self.adapter.strip_requested_weights:
             self.weights_requested = False
@@ -210,10 +235,10 @@ class _BlockRecorder:
         expected |= {f"{name}_{side}" for name in recorded_norms for side in ("input", "output")}
         missing = expected - {name for name, value in self.slots.items() if value is not None}
         if missing:
-            raise DecompositionError(
-                self.model_class, self.layer_idx, f"hooks fired for all parts (missing: {sorted(missing)})",
-                float("inf"), 0,
-            )  # fmt: skip
+            raise ExtractionError(
+                f"{self.where}: the block ran but these parts were never recorded: {', '.join(sorted(missing))}. "
+                "The modules the adapter names for them are not called by this block's forward; fix those fields."
+            )
         alpha = self.slots["alpha"]
         n_heads = alpha.shape[1]
         w_o, b_o = self._output_projection(n_heads)
@@ -260,7 +285,10 @@ class _BlockRecorder:
         batch, seq, width = projected.shape
         n_kv_heads = width // d_head
         if n_kv_heads * d_head != width or n_heads % n_kv_heads:
-            raise DecompositionError(self.model_class, self.layer_idx, "key/value heads layout", float("inf"), 0)
+            raise ExtractionError(
+                f"{self.where}: a projection of width {width} does not split into key/value heads of size {d_head} "
+                f"for {n_heads} query heads; check the adapter's 'value' (or 'value_split') and 'output_proj'."
+            )
         per_head = projected.reshape(batch, seq, n_kv_heads, d_head).transpose(1, 2)
         return per_head.repeat_interleave(n_heads // n_kv_heads, dim=1) if n_kv_heads != n_heads else per_head
 
@@ -332,7 +360,7 @@ class _BlockRecorder:
         d_head = w_o.shape[1]
         scaling = float(getattr(self.attention, self.adapter.scaling_attr)) if self.adapter.scaling_attr else 1.0
         attend = cross_attention_fn(
-            query=resolve(self.block, self.adapter.query),
+            query=self.query,
             keys_bhse=self._per_head(self.slots["keys"], n_heads, d_head),
             values_bhse=self._per_head(self.slots["values"], n_heads, d_head),
             source_mask_bs=alpha.abs().amax(dim=(1, 2)) > 0,
@@ -377,29 +405,37 @@ def recording(model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter, 
     session = _Session()
     recorders: list[_BlockRecorder] = []
     by_stack: dict[str, list[_BlockRecorder]] = {}
+    model_class = type(model).__name__
     for stack, view in _views(adapter).items():
-        blocks = resolve(model.base_model, view.blocks)
+        blocks = resolve(model.base_model, view.blocks, field="blocks", where=model_class)
+        if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
+            raise ExtractionError(
+                f"{model_class}: adapter field 'blocks' = '{view.blocks}' is a {type(blocks).__name__}"
+                f"{' with no blocks' if isinstance(blocks, (nn.ModuleList, nn.Sequential)) else ''}; expected the "
+                "ModuleList of Transformer blocks."
+            )
         stack_recorders = [
-            _BlockRecorder(idx, block, view, type(model).__name__, on_layer, session, stack)
-            for idx, block in enumerate(blocks)
+            _BlockRecorder(idx, block, view, model_class, on_layer, session, stack) for idx, block in enumerate(blocks)
         ]
         stack_recorders[-1].is_last = True
         if view.final_norm is not None:
-            stack_recorders[-1].final_norm = resolve(model.base_model, view.final_norm)
+            stack_recorders[-1].final_norm = resolve(
+                model.base_model, view.final_norm, field="final_norm", where=model_class
+            )
         if stack == "cross":  # the decoder self-attention's rest of block runs through the cross-attention
             for decoder_recorder, cross_recorder in zip(by_stack["decoder"], stack_recorders, strict=True):
                 decoder_recorder.following = cross_recorder
         by_stack[stack] = stack_recorders
         recorders.extend(stack_recorders)
-    handles: list[RemovableHandle] = []
-    try:
-        with eager_attention(model), eval_mode(model), torch.no_grad():
-            for recorder in recorders:
-                handles.extend(recorder.attach())
-            yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    # Every path is resolved above; from here on each hook's removal is registered the moment the hook exists.
+    with ExitStack() as hooks, eager_attention(model), eval_mode(model), torch.no_grad():
+        for recorder in recorders:
+            recorder.attach(hooks)
+        yield
+
+
+def _describe(value: Any) -> str:
+    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
 def _detached(tensor: Tensor | None) -> Tensor | None:

@@ -10,19 +10,34 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
-from ..errors import UnsupportedArchitectureError
+from ..errors import ExtractionError, UnsupportedArchitectureError
 
 
-def resolve(root: nn.Module, path: str) -> nn.Module:
-    """Return the submodule at dotted ``path``; raise :class:`UnsupportedArchitectureError` if it is missing."""
+def resolve(root: nn.Module, path: str, *, field: str | None = None, where: str | None = None) -> nn.Module:
+    """Return the submodule at dotted ``path`` of ``root``.
+
+    Args:
+        root: The module the path is relative to.
+        path: A dotted attribute path.
+        field: The adapter field that names ``path`` (for the error message).
+        where: What ``root`` is, e.g. ``"GPT2Model, block 0"`` (for the error message).
+
+    Raises:
+        ExtractionError: If any part of the path is missing or is not a module.
+    """
     module = root
+    walked: list[str] = []
     for name in path.split("."):
-        if not hasattr(module, name):
-            raise UnsupportedArchitectureError(
-                f"{type(root).__name__} has no submodule '{path}' (missing '{name}'); the adapter does not match "
-                "this model's structure."
+        child = getattr(module, name, None)
+        if not isinstance(child, nn.Module):
+            inside = f"'{'.'.join(walked)}'" if walked else "it"
+            named = f"adapter field '{field}' = '{path}'" if field else f"path '{path}'"
+            raise ExtractionError(
+                f"{where or type(root).__name__}: {named} names no submodule ({inside} has no submodule '{name}'). "
+                "The adapter does not match this model's structure: fix that field (see docs/architectures.md)."
             )
-        module = getattr(module, name)
+        walked.append(name)
+        module = child
     return module
 
 

@@ -40,10 +40,10 @@ def _output_projection(model: PreTrainedModel, layer: int, stack: str) -> nn.Mod
     view: Adapter = getattr(adapter, stack if stack != "layers" else "encoder") if isinstance(
         adapter, EncoderDecoderAdapter
     ) else adapter  # fmt: skip
-    blocks = resolve(model.base_model, view.blocks)
+    blocks = resolve(model.base_model, view.blocks, field="blocks", where=type(model).__name__)
     if not 0 <= layer < len(blocks):
         raise ValueError(f"Layer {layer} out of range: the {stack} stack has {len(blocks)} layers.")
-    return resolve(blocks[layer], view.output_proj)
+    return resolve(blocks[layer], view.output_proj, field="output_proj", where=f"{type(model).__name__}, block {layer}")
 
 
 @contextmanager
