@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformers import PreTrainedModel
 
-from .measures import DEFAULT_MEMORY_BUDGET, Measure
-from .mixing import batched, mask_padding, record_stacks
-from .rollout import encoder_decoder_rollout, normalize_rows, rollout
+from .inputs import ModelInputs
+from .measures import Measure
+from .rollout import encoder_decoder_rollout, mask_padding, normalize_rows, rollout
 
 
 @dataclass(frozen=True)
@@ -37,44 +35,22 @@ class EncoderDecoderMixing:
 
 
 def encoder_decoder_mixing(
-    model: PreTrainedModel,
-    input_ids: Tensor,
-    decoder_input_ids: Tensor | None,
+    raw: dict[str, Tensor],
+    inputs: ModelInputs,
     measure: Measure,
     *,
-    attention_mask: Tensor | None = None,
-    decoder_attention_mask: Tensor | None = None,
     rollout_encoder: bool = False,
     normalize: bool = True,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    **options: Any,
 ) -> EncoderDecoderMixing:
-    """Run the encoder and the decoder once and return every stack's matrices and the combined rollout.
+    """Every stack's matrices and the combined rollout, from the raw per-stack matrices of one forward pass.
 
     The combined rollout follows ALTI+ for every measure: measures that score the residual use their own residual
     column as ``λ_t``; those that do not (``attention``, ``attention_norm``) get the residual rollout's rule,
     ``λ_t = 0.5`` and ``0.5·C + 0.5·I`` for the decoder self-attention. It is computed from row-normalized
     matrices whatever ``normalize`` says.
     """
-    if decoder_input_ids is None:
-        raise ValueError(
-            f"{type(model).__name__} is an encoder-decoder model: pass decoder_input_ids (the target prefix, starting "
-            "with the decoder start token) as well."
-        )
-    device = next(model.parameters()).device
-    input_ids, source_mask = batched(input_ids, attention_mask, device)
-    decoder_input_ids, target_mask = batched(decoder_input_ids, decoder_attention_mask, device)
-    forward = {
-        "input_ids": input_ids,
-        "attention_mask": source_mask,
-        "decoder_input_ids": decoder_input_ids,
-        "decoder_attention_mask": target_mask,
-        "use_cache": False,
-    }
-    raw = record_stacks(model, forward, measure, memory_budget=memory_budget, **options)
-    encoder = mask_padding(raw["encoder"], source_mask, source_mask)
-    decoder = mask_padding(raw["decoder"], target_mask, target_mask)
-    cross = mask_padding(raw["cross"], target_mask, source_mask)
+    encoder, decoder, cross = raw["encoder"], raw["decoder"], raw["cross"]
+    target_mask = inputs.masks["decoder"][0]
     combined = None
     scores_residual = not (measure.includes_residual and cross[..., -1].abs().max() == 0)
     if scores_residual:

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from .extract import EncoderDecoderAdapter, get_adapter, recording
 from .extract.heads import ablate_heads, merge_heads, mixed_heads
-from .mixing import model_inputs
+from .inputs import check_model, prepare_inputs
 from .record import LayerRecord
 
 
@@ -38,14 +38,15 @@ def attention_patterns(
     Returns:
         ``[batch, query, key]`` for one head, ``[batch, head, query, key]`` for all; rows sum to 1.
     """
+    model = check_model(model)
     adapter = get_adapter(model)
+    unknown = set(forward_kwargs) - {"decoder_input_ids", "decoder_attention_mask"}
+    if unknown:
+        raise TypeError(f"attention_patterns got unknown argument(s) {sorted(unknown)}; it takes decoder_input_ids "
+                        "and decoder_attention_mask besides input_ids and attention_mask.")  # fmt: skip
     if isinstance(adapter, EncoderDecoderAdapter):
         stack = "encoder" if stack == "layers" else stack
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False, **forward_kwargs}
-        if kwargs.get("decoder_input_ids") is None:
-            raise ValueError("Encoder-decoder models need decoder_input_ids as well.")
-    else:
-        kwargs, _ = model_inputs(model, input_ids, attention_mask)
+    inputs = prepare_inputs(model, adapter, input_ids, attention_mask, **forward_kwargs)
     found: dict[str, Tensor] = {}
 
     def keep(record: LayerRecord) -> None:
@@ -53,7 +54,7 @@ def attention_patterns(
             found["alpha"] = record.attention.alpha.float()
 
     with recording(model, adapter, keep):
-        model.base_model(**kwargs)
+        model.base_model(**inputs.forward)
     if "alpha" not in found:
         raise ValueError(f"No layer {layer} in the {stack!r} stack of {type(model).__name__}.")
     alpha = found["alpha"]

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from .errors import ExtractionError, UnknownMethodError
-from .extract import EncoderDecoderAdapter, blocks_of, get_adapter, recording, stacks_of
+from .encoder_decoder import EncoderDecoderMixing, encoder_decoder_mixing
+from .errors import ExtractionError, InvalidInputError, UnknownMethodError
+from .extract import Adapter, EncoderDecoderAdapter, blocks_of, get_adapter, recording, stacks_of
+from .inputs import ModelInputs, check_model, prepare_inputs
 from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, Measure
-from .record import LayerRecord
-
-if TYPE_CHECKING:
-    from .encoder_decoder import EncoderDecoderMixing
-from .rollout import normalize_rows
+from .record import LayerRecord, lowest_precision
+from .rollout import mask_padding, normalize_rows
 from .rollout import rollout as roll_out
 
 ROLLOUT_ALIASES = {"attention_rollout": "attention"}
@@ -39,60 +38,39 @@ def resolve_method(method: str) -> tuple[Measure, bool]:
     return MEASURES[method], False
 
 
-def batched(input_ids: Tensor, attention_mask: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Make ``[batch, seq]`` ids and a 0/1 mask on ``device`` (the mask defaults to all ones)."""
-    if input_ids.dim() == 1:
-        input_ids = input_ids.unsqueeze(0)
-        attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
-    input_ids = input_ids.to(device)
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device=device).long()
-    if mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; expected {tuple(input_ids.shape)}.")
-    return input_ids, mask
-
-
-def model_inputs(
-    model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor | None
-) -> tuple[dict[str, Tensor | bool], Tensor]:
-    """Batch the inputs, put them on the model's device and return ``(forward kwargs, attention mask)``.
-
-    Causal models get position ids derived from the attention mask, so a left-padded sequence is computed exactly
-    as it would be alone.
-    """
-    input_ids, mask = batched(input_ids, attention_mask, next(model.parameters()).device)
-    kwargs: dict[str, Tensor | bool] = {"input_ids": input_ids, "attention_mask": mask}
-    if get_adapter(model).is_causal:
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
-        kwargs["use_cache"] = False
-    return kwargs, mask
-
-
 def record_stacks(
     model: PreTrainedModel,
-    forward_kwargs: dict[str, Any],
+    adapter: Adapter | EncoderDecoderAdapter,
+    inputs: ModelInputs,
     measure: Measure,
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     **options: Any,
 ) -> dict[str, Tensor]:
-    """Run one forward pass and return, per stack, every layer's unnormalized matrix ``[batch, layer, query, key]``.
+    """Run one forward pass and return, per stack, every layer's raw matrix ``[batch, layer, ..., query, key]``.
 
-    Each layer's record is turned into its matrix inside the forward pass and dropped.
+    Each layer's record is turned into its matrix inside the forward pass and dropped. Padding rows and columns are
+    zeroed and the measure's ``finish`` step applied; rows are not normalized.
+
+    Raises:
+        UnknownOptionError: Before anything runs, if ``options`` holds an option the measure does not take.
     """
-    adapter = get_adapter(model)
+    layer_options, finish_options = measure.split_options(options)
     n_layers = {stack: len(blocks_of(model, stack)) for stack in stacks_of(adapter)}
     out: dict[str, Tensor] = {}
+    dtypes: dict[str, list[torch.dtype]] = {stack: [] for stack in n_layers}
     done: set[tuple[str, int]] = set()
 
     def on_layer(record: LayerRecord) -> None:
-        matrix = measure(record, memory_budget=memory_budget, **options)
+        matrix = measure(record, memory_budget=memory_budget, **layer_options)
         if record.stack not in out:
             out[record.stack] = matrix.new_zeros(matrix.shape[0], n_layers[record.stack], *matrix.shape[1:])
         out[record.stack][:, record.layer_idx] = matrix
+        dtypes[record.stack].append(record.compute_dtype)
         done.add((record.stack, record.layer_idx))
 
     with recording(model, adapter, on_layer):
-        model.base_model(**forward_kwargs)
+        model.base_model(**inputs.forward)
     for stack, count in n_layers.items():
         missing = [idx for idx in range(count) if (stack, idx) not in done]
         if missing:
@@ -100,31 +78,13 @@ def record_stacks(
                 f"{type(model).__name__}: {stack} blocks {missing} did not run during the forward pass, so their "
                 "records are missing; the adapter's 'blocks' must list the blocks the model calls."
             )
+    for stack, raw in out.items():
+        out[stack] = mask_padding(raw, *inputs.masks[stack])
+        if measure.finish is not None:
+            out[stack] = measure.finish(
+                out[stack], inputs.masks[stack][0], lowest_precision(dtypes[stack]), **finish_options
+            )
     return out
-
-
-def per_layer_mixing(
-    model: PreTrainedModel,
-    input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],
-    measure: Measure,
-    *,
-    attention_mask: Int[Tensor, "batch seq"] | Int[Tensor, " seq"] | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    **options: Any,
-) -> tuple[Float[Tensor, "batch layer query key"], Int[Tensor, "batch seq"]]:
-    """Every layer's unnormalized matrix of a single-stack model (padding zeroed) and the attention mask."""
-    kwargs, mask = model_inputs(model, input_ids, attention_mask)
-    out = record_stacks(model, kwargs, measure, memory_budget=memory_budget, **options)["layers"]
-    return mask_padding(out, mask, mask), mask
-
-
-def mask_padding(mixing: Tensor, query_mask: Tensor, key_mask: Tensor) -> Tensor:
-    """Zero the rows of padding queries and the columns of padding keys (extra columns beyond the keys are kept)."""
-    valid_keys = key_mask.bool()
-    extra = mixing.shape[-1] - valid_keys.shape[-1]
-    if extra:
-        valid_keys = torch.cat([valid_keys, valid_keys.new_ones(valid_keys.shape[0], extra)], dim=-1)
-    return mixing * (query_mask.bool()[:, None, :, None] & valid_keys[:, None, None, :])
 
 
 def context_mixing(
@@ -139,7 +99,7 @@ def context_mixing(
     normalize: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     **options: Any,
-) -> Float[Tensor, "batch layer query key"] | EncoderDecoderMixing:
+) -> Float[Tensor, "batch layer query key"] | Float[Tensor, "batch layer head query key"] | EncoderDecoderMixing:
     """Context-mixing matrices of every layer: how much each token's representation draws on every other token.
 
     Args:
@@ -161,34 +121,42 @@ def context_mixing(
             ``value_zeroing`` (see each measure's docstring).
 
     Returns:
-        ``[batch, layer, query, key]`` float32 on the model's device: row = receiving token, column = contributing
-        token. Padding rows and columns are 0; for causal models entries with ``key > query`` are 0. Normalized rows
-        of real tokens sum to 1. With ``rollout=True`` entry ``l`` is the rollout through layer ``l``.
+        ``[batch, layer, query, key]`` float32 (float64 where a measure computes in a float64 model's precision) on
+        the model's device: row = receiving token, column = contributing token. Measures with ``per_head=True``
+        return ``[batch, layer, head, query, key]``. Padding rows and columns are 0; for causal models entries with
+        ``key > query`` are 0. Normalized rows of real tokens sum to 1. With ``rollout=True`` entry ``l`` is the
+        rollout through layer ``l``.
         Encoder-decoder models return an :class:`~inseq_mixing.encoder_decoder.EncoderDecoderMixing` (encoder,
         decoder self-attention, cross-attention and the ALTI+-style combined rollout; ``rollout`` applies to the
         encoder matrices).
 
     Raises:
         UnknownMethodError: For an unknown ``method``.
+        UnknownOptionError: For an option the measure does not take (before anything runs).
+        TypeError: If ``model`` is not a loaded model, or the ids are not an integer tensor.
+        InvalidInputError: For empty, malformed, out-of-vocabulary or too long inputs (see :mod:`inseq_mixing.inputs`).
         UnsupportedArchitectureError: If the model's architecture has no adapter.
+        ExtractionError: If the model's structure does not match its adapter.
         DecompositionError: If a layer's decomposition does not reproduce the model's real outputs.
 
     Example:
         >>> mixing = context_mixing(model, tokenizer("The cat sat", return_tensors="pt").input_ids, "alti")
         >>> mixing.shape  # [1, num_layers, seq, seq]
     """
+    model = check_model(model)
+    adapter = get_adapter(model)
     measure, is_rollout = resolve_method(method)
-    if isinstance(get_adapter(model), EncoderDecoderAdapter):
-        from .encoder_decoder import encoder_decoder_mixing
-
-        return encoder_decoder_mixing(
-            model, input_ids, decoder_input_ids, measure, attention_mask=attention_mask,
-            decoder_attention_mask=decoder_attention_mask, rollout_encoder=rollout or is_rollout, normalize=normalize,
-            memory_budget=memory_budget, **options,
-        )  # fmt: skip
-    mixing, _ = per_layer_mixing(
-        model, input_ids, measure, attention_mask=attention_mask, memory_budget=memory_budget, **options
-    )
+    measure.split_options(options)  # unknown options fail here, before the inputs are even looked at
+    if options.get("per_head") and (rollout or is_rollout):
+        raise InvalidInputError(
+            f"{method} with per_head=True cannot be rolled out (a rollout multiplies whole-layer matrices); pass "
+            "rollout=False for per-head matrices, or drop per_head for the rollout."
+        )
+    inputs = prepare_inputs(model, adapter, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+    raw = record_stacks(model, adapter, inputs, measure, memory_budget=memory_budget, **options)
+    if isinstance(adapter, EncoderDecoderAdapter):
+        return encoder_decoder_mixing(raw, inputs, measure, rollout_encoder=rollout or is_rollout, normalize=normalize)
+    mixing = raw["layers"]
     if normalize:
         mixing = normalize_rows(mixing)
     if rollout or is_rollout:

@@ -8,9 +8,11 @@ indexing the source tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -124,3 +126,23 @@ class LayerRecord:
     post_attention_norm: NormRecord | None = None
     post_ffn_norm: NormRecord | None = None
     parallel: bool = False
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The lowest floating-point precision among the block's recorded tensors.
+
+        Models loaded in half precision may keep some modules in float32 (transformers' ``_keep_in_fp32_modules``,
+        e.g. T5's FFN output projection), so the block output alone does not tell how precisely the block computed.
+        """
+        tensors = [self.residual, self.attention.alpha, self.attention.values, self.attention.output]
+        tensors += [self.ffn_output, self.output]
+        for norm in (self.norm1, self.norm2, self.post_attention_norm, self.post_ffn_norm):
+            if norm is not None:
+                tensors += [norm.input, norm.output]
+        return lowest_precision(t.dtype for t in tensors)
+
+
+def lowest_precision(dtypes: Iterable[torch.dtype]) -> torch.dtype:
+    """The floating-point dtype with the largest machine epsilon among ``dtypes`` (non-float dtypes are ignored)."""
+    floats = [dtype for dtype in dtypes if dtype.is_floating_point]
+    return max(floats, key=lambda dtype: torch.finfo(dtype).eps) if floats else torch.float32

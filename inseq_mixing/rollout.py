@@ -21,6 +21,23 @@ def normalize_rows(matrix: Float[Tensor, "*batch query key"]) -> Float[Tensor, "
     return matrix / torch.where(total == 0, torch.ones_like(total), total)
 
 
+def mask_padding(mixing: Tensor, query_mask: Tensor, key_mask: Tensor) -> Tensor:
+    """Zero the rows of padding queries and the columns of padding keys (extra columns beyond the keys are kept).
+
+    ``mixing`` is ``[batch, ..., query, key]`` with any number of dimensions between batch and query (layers,
+    heads); the masks are ``[batch, query]`` and ``[batch, key]``.
+    """
+    valid_keys = key_mask.bool()
+    extra = mixing.shape[-1] - valid_keys.shape[-1]
+    if extra:
+        valid_keys = torch.cat([valid_keys, valid_keys.new_ones(valid_keys.shape[0], extra)], dim=-1)
+    between = [1] * (mixing.dim() - 3)
+    valid_qk = query_mask.bool().reshape(query_mask.shape[0], *between, -1, 1) & valid_keys.reshape(
+        valid_keys.shape[0], *between, 1, -1
+    )
+    return torch.where(valid_qk, mixing, torch.zeros((), dtype=mixing.dtype, device=mixing.device))
+
+
 def rollout(
     mixing: Float[Tensor, "batch layer query key"],
     *,
@@ -51,7 +68,7 @@ def rollout(
         ``[batch, layer, query, key]`` in float32: entry ``l`` is the rollout through layer ``l``. With normalized
         layers, rows of non-padding tokens sum to 1.
     """
-    mixing = mixing.float()
+    mixing = mixing if mixing.dtype == torch.float64 else mixing.float()
     if normalize_layers:
         mixing = normalize_rows(mixing)
     if add_identity:

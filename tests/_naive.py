@@ -137,7 +137,7 @@ def brute_force_value_zeroing(
     input. For encoder-decoders, ``stack`` names the attention ("encoder", "decoder" self or "cross") and the
     compared output is that block's output. Returns ``[batch, query]``.
     """
-    from inseq_mixing.extract import EncoderDecoderAdapter, blocks_of, get_adapter
+    from inseq_mixing.extract import EncoderDecoderAdapter, blocks_of, eager_attention, get_adapter
     from inseq_mixing.extract._modules import output_projection_per_head, resolve
 
     adapter = get_adapter(model)
@@ -164,7 +164,7 @@ def brute_force_value_zeroing(
     kwargs = {"input_ids": input_ids}
     if decoder_input_ids is not None:
         kwargs.update(decoder_input_ids=decoder_input_ids, use_cache=False)
-    with torch.no_grad():
+    with torch.no_grad(), eager_attention(model):  # the attention implementation the measures read
         handle = block.register_forward_hook(capture)
         model.base_model(**kwargs)
         clean = captured["out"].double()
@@ -175,7 +175,9 @@ def brute_force_value_zeroing(
             zero_handle.remove()
             handle.remove()
     corrupted = captured["out"].double()
-    return 1 - torch.nn.functional.cosine_similarity(corrupted, clean, dim=-1)
+    # 1 − cos(a, b) = ½‖a/‖a‖ − b/‖b‖‖²: in float64 too, 1 − cos of nearly equal vectors keeps no digit below 1e-16.
+    unit = lambda v: v / v.norm(dim=-1, keepdim=True)  # noqa: E731
+    return 0.5 * (unit(corrupted) - unit(clean)).pow(2).sum(-1)
 
 
 def block_heads(model, stack: str) -> int:

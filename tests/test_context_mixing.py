@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from inseq_mixing import METHODS, UnknownMethodError, context_mixing, rollout
+from inseq_mixing import (
+    MEASURES,
+    METHODS,
+    InvalidInputError,
+    UnknownMethodError,
+    UnknownOptionError,
+    context_mixing,
+    rollout,
+)
 from inseq_mixing.extract import get_adapter
 
 from ._helpers import sample_inputs
@@ -68,3 +76,46 @@ def test_one_dimensional_input_is_a_batch_of_one(model: PreTrainedModel) -> None
 def test_unknown_method_lists_the_available_ones(model: PreTrainedModel) -> None:
     with pytest.raises(UnknownMethodError, match=r"'altii'.*alti, value_zeroing, attention_rollout"):
         context_mixing(model, sample_inputs(model), "altii")
+
+
+PER_HEAD_METHODS = [name for name, measure in MEASURES.items() if "per_head" in measure.option_names()]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("method", PER_HEAD_METHODS)
+def test_per_head_padded_rows_equal_each_sequence_alone(model: PreTrainedModel, method: str, side: str) -> None:
+    """Padding is masked for per-head results (``[batch, layer, head, query, key]``) on either side."""
+    ids = sample_inputs(model, batch=3, seq=7)
+    mask = torch.ones_like(ids)
+    padded, kept = (slice(0, 2), slice(2, 7)) if side == "left" else (slice(5, 7), slice(0, 5))
+    mask[1, padded], ids[1, padded] = 0, 0
+    adapter = get_adapter(model)
+    shifts_positions = side == "left" and not adapter.is_causal and adapter.position_kind == "absolute"
+    if shifts_positions:  # absolute positions count the padding: the user is told, the rows cannot match
+        with pytest.warns(UserWarning, match="left-padded"):
+            context_mixing(model, ids, method, attention_mask=mask, per_head=True)
+        return
+    batched = context_mixing(model, ids, method, attention_mask=mask, per_head=True)
+    n_heads = batched.shape[2]
+    assert batched.shape == (3, model.config.num_hidden_layers, n_heads, 7, 7)
+    alone = context_mixing(model, ids[1:2, kept], method, per_head=True)[0]
+    torch.testing.assert_close(batched[1][..., kept, kept], alone, atol=2e-6, rtol=0)
+    assert batched[1][..., padded, :].abs().max() == 0 and batched[1][..., :, padded].abs().max() == 0
+    for row in (0, 2):  # unpadded rows are untouched
+        torch.testing.assert_close(batched[row], context_mixing(model, ids[row : row + 1], method, per_head=True)[0])
+    heads_mean = batched[1][..., kept, kept].sum(2 if method == "attention_norm" else 1)
+    assert heads_mean.abs().max() > 0
+
+
+def test_per_head_cannot_be_rolled_out(model: PreTrainedModel) -> None:
+    with pytest.raises(InvalidInputError, match="per_head"):
+        context_mixing(model, sample_inputs(model), "attention", per_head=True, rollout=True)
+
+
+def test_misspelled_option_lists_the_measure_options_before_any_hook(model: PreTrainedModel) -> None:
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    with pytest.raises(UnknownOptionError, match=r"'simlarity'.*similarity, heads, final_norm_on_last_layer"):
+        context_mixing(model, sample_inputs(model), "value_zeroing", simlarity="euclidean")
+    with pytest.raises(UnknownOptionError, match=r"alti got unknown option\(s\) 'per_head'; its options are"):
+        context_mixing(model, sample_inputs(model), "alti", per_head=True)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks

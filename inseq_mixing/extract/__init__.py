@@ -14,7 +14,7 @@ from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter
 from ._hooks import OnLayer, recording
 from ._modules import eager_attention, resolve
 from .bart import BART, MBART
-from .bert import BERT, ELECTRA
+from .bert import BERT, ELECTRA, ROBERTA
 from .bloom import BLOOM
 from .deberta import DEBERTA_V2_CHOICE
 from .distilbert import DISTILBERT
@@ -44,7 +44,7 @@ ADAPTERS: dict[str, Adapter | EncoderDecoderAdapter | AdapterChoice] = {
     "gemma2": GEMMA2,
     "gemma3_text": GEMMA3,
     "olmo2": OLMO2,
-    "roberta": BERT,
+    "roberta": ROBERTA,
     "distilbert": DISTILBERT,
     "gpt2": GPT2,
     "llama": LLAMA,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor
 from transformers import PretrainedConfig
 
 from ..record import NormKind
+
+PositionKind = Literal["absolute", "computed", "relative"]
+"""How a family encodes positions: a table of ``max_position_embeddings`` learned (or fixed sinusoidal) vectors,
+positions computed for any index (rotary, sinusoidal, ALiBi), or relative position buckets (no limit)."""
 
 ValueSplit = Callable[[Tensor, int, int], Tensor]
 """Maps the output of a fused projection ``[batch, seq, width]`` to its value part, ``[batch, seq, n_kv_heads·d_head]``
@@ -62,6 +67,12 @@ class Adapter:
             OLMo 2).
         post_ffn_norm: A norm applied to the FFN output before the residual addition.
         parallel: Attention and FFN both read the block input (GPT-J, GPT-NeoX, Falcon, Phi): ``out = x + A + F``.
+        position_kind: ``"absolute"``: inputs longer than the config's ``max_position_embeddings`` (or
+            ``n_positions``) minus ``position_offset`` cannot be embedded and raise a clear error, and left padding
+            shifts an encoder's positions (a warning); ``"computed"`` (rotary, sinusoidal, ALiBi): longer inputs run
+            but were never trained on (a warning); ``"relative"``: no limit.
+        position_offset: Positions the embedding table reserves before the first token (RoBERTa counts from
+            ``pad_token_id + 1 = 2``).
     """
 
     family: str
@@ -91,6 +102,8 @@ class Adapter:
     post_attention_norm: str | None = None
     post_ffn_norm: str | None = None
     parallel: bool = False
+    position_kind: PositionKind = "computed"
+    position_offset: int = 0
 
 
 @dataclass(frozen=True)

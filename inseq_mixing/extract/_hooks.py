@@ -207,7 +207,7 @@ class _BlockRecorder:
         self.slots.setdefault("residual", self.slots.get("block_input"))
         record = self._build_record()
         self.slots.clear()
-        verify_layer(record, self.model_class, tolerance_for(record.output.dtype))
+        verify_layer(record, self.model_class, tolerance_for(record.compute_dtype))
         with self.session.pause():
             self.on_layer(record)
 

@@ -19,7 +19,7 @@ HALF_TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
 
 def tolerance_for(dtype: torch.dtype) -> float:
-    """The check tolerance for a model running in ``dtype``."""
+    """The check tolerance for a block whose lowest precision is ``dtype`` (see ``LayerRecord.compute_dtype``)."""
     return HALF_TOLERANCE.get(dtype, FP32_TOLERANCE)
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from ._adapter import Adapter
 
 BERT = Adapter(
-    family="BERT / RoBERTa",
+    family="BERT",
     blocks="encoder.layer",
     attention="attention.self",
     value="attention.self.value",
@@ -19,6 +19,9 @@ BERT = Adapter(
     norm_kind="layer",
     pre_norm=False,
     is_causal=False,
+    position_kind="absolute",
 )
+
+ROBERTA = replace(BERT, family="RoBERTa", position_offset=2)  # positions count from pad_token_id + 1
 
 ELECTRA = replace(BERT, family="ELECTRA")

@@ -15,7 +15,7 @@ from ..errors import UnsupportedArchitectureError
 from ._adapter import Adapter, AdapterChoice
 from .bert import BERT
 
-DEBERTA_V2 = replace(BERT, family="DeBERTa-v2 / v3", value="attention.self.value_proj")
+DEBERTA_V2 = replace(BERT, family="DeBERTa-v2 / v3", value="attention.self.value_proj", position_kind="relative")
 
 
 def deberta_v2_for(config: PretrainedConfig) -> Adapter:

@@ -13,5 +13,6 @@ DISTILBERT = Adapter(
     ffn=("ffn",),
     norm_kind="layer",
     pre_norm=False,
+    position_kind="absolute",
     is_causal=False,
 )

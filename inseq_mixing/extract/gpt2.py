@@ -22,6 +22,7 @@ GPT2 = Adapter(
     ffn=("mlp",),
     norm_kind="layer",
     pre_norm=True,
+    position_kind="absolute",
     is_causal=True,
     final_norm="ln_f",
 )

@@ -26,7 +26,9 @@ XGLM = Adapter(
     final_norm="layer_norm",
 )
 
-OPT = replace(XGLM, family="OPT", blocks="decoder.layers", final_norm="decoder.final_layer_norm")
+OPT = replace(
+    XGLM, family="OPT", blocks="decoder.layers", final_norm="decoder.final_layer_norm", position_kind="absolute"
+)
 
 OPT_POST_LN = replace(OPT, pre_norm=False, final_norm=None)
 """OPT with ``do_layer_norm_before=False`` (OPT-350m)."""

@@ -8,6 +8,7 @@ _COMMON = {
     "norm_eps_attr": "variance_epsilon",
     "weights_index": 2,
     "strip_requested_weights": True,
+    "position_kind": "relative",
 }
 
 T5 = EncoderDecoderAdapter(

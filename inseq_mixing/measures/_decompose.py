@@ -21,9 +21,11 @@ from ._chunks import CPU_SLICE_BYTES, query_chunks
 from ._norms import bias_or_zero, inverse_scale, linear_part
 
 
-def head_vectors(attention: AttentionRecord) -> Float[Tensor, "batch head key d_model"]:
-    """``f^h(x_j) = v^h_j W_O^h`` for every head and key, in float32 (value bias inside, output bias outside)."""
-    return torch.einsum("bhke,hed->bhkd", attention.values.float(), attention.w_o.float())
+def head_vectors(
+    attention: AttentionRecord, dtype: torch.dtype = torch.float32
+) -> Float[Tensor, "batch head key d_model"]:
+    """``f^h(x_j) = v^h_j W_O^h`` for every head and key, in ``dtype`` (value bias inside, output bias outside)."""
+    return torch.einsum("bhke,hed->bhkd", attention.values.to(dtype), attention.w_o.to(dtype))
 
 
 def apply_linear_parts(norms: Sequence[NormRecord], v: Tensor) -> Tensor:

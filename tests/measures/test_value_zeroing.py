@@ -55,10 +55,10 @@ def test_euclidean_distance() -> None:
 
 def test_zero_below_sets_small_raw_scores_to_zero() -> None:
     model = tiny_model("bert")
-    record = collect_records(model, sample_inputs(model, batch=1))[0]
-    raw = value_zeroing(record)
+    ids = sample_inputs(model, batch=1)
+    raw = context_mixing(model, ids, "value_zeroing", normalize=False)
     threshold = raw.median().item()
-    clipped = value_zeroing(record, zero_below=threshold)
+    clipped = context_mixing(model, ids, "value_zeroing", normalize=False, zero_below=threshold)
     torch.testing.assert_close(clipped, torch.where(raw < threshold, torch.zeros_like(raw), raw))
 
 
