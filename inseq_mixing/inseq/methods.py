@@ -3,6 +3,11 @@
 One forward pass per batch: the matrices of prompt + generated text are computed once (rows of a causal model do
 not depend on later tokens), and each generation step's row is sliced from them, following inseq's ``attention``
 convention: the step that predicts token ``t`` reads the row of position ``t − 1`` over keys ``< t``.
+
+``attribute_target`` also means what it means for inseq's ``attention``: on encoder-decoders a step holds only the
+source attributions unless ``attribute_target=True`` (then the target prefix's too; the values do not depend on it);
+decoder-only models always get their prompt + generated tokens as targets (inseq ignores the option there).
+Encoder-only models are refused when the method is loaded, since inseq only attributes generated text.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from inseq.utils import Registry
 from torch import Tensor
 
 from ..encoder_decoder import EncoderDecoderMixing
+from ..errors import UnsupportedArchitectureError
+from ..extract import EncoderDecoderAdapter, get_adapter
 from ..measures import DEFAULT_MEMORY_BUDGET
 from ..mixing import METHODS, context_mixing
 from .outputs import MixingStepOutput
@@ -166,10 +173,17 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
     method_name: str
 
     def __init__(self, attribution_model: Any, **kwargs: Any) -> None:
+        """Set the method up for an inseq model (inseq calls this from ``load_model`` or ``attribute(method=...)``).
+
+        Raises:
+            UnsupportedArchitectureError: If the model is encoder-only (inseq attributes generated tokens; use
+                :func:`inseq_mixing.context_mixing` instead), or its architecture has no adapter.
+        """
+        _require_generation_model(attribution_model.model, self.method_name)
+        # inseq's default input flags are kept, as by its ``attention`` method: ``attribute_batch_ids=True`` with
+        # ``forward_batch_embeds=False`` would mark a layer method, for which inseq refuses ``attribute_target=True``.
         super().__init__(attribution_model, hook_to_model=False)
         self.use_predicted_target = False  # the scores do not depend on the attributed output
-        self.attribute_batch_ids = True  # no input embeddings needed
-        self.forward_batch_embeds = False
         self.method = OPTIONS_CLASSES.get(self.method_name, ContextMixing)(self.method_name, attribution_model)
         self._pending: dict[str, Any] | None = None
 
@@ -221,29 +235,43 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
             )
         return matrix_lqk.permute(2, 1, 0)
 
-    def filtered_attribute_step(self, batch: Any, target_ids: Tensor, attributed_fn: Any, *args: Any, **kwargs: Any):
-        """Note which rows are still generating and the step's prefix length, then run inseq's step."""
-        mask = kwargs.get("target_attention_mask", args[0] if args else None)
+    def filtered_attribute_step(
+        self,
+        batch: Any,
+        target_ids: Tensor,
+        attributed_fn: Any,
+        target_attention_mask: Tensor | None = None,
+        attribute_target: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Note which rows are still generating, the step's prefix length and whether the target prefix is
+        attributed, then run inseq's step."""
         pending = self._require_pending()
         n_rows = pending["target"].shape[0]
+        mask = target_attention_mask
         rows = torch.arange(n_rows) if mask is None else mask.reshape(-1).bool().nonzero().reshape(-1).cpu()
-        prefix = batch.targets.input_ids if self.attribution_model.is_encoder_decoder else batch.input_ids
-        pending.update(rows=rows, step=prefix.shape[1])
-        return super().filtered_attribute_step(batch, target_ids, attributed_fn, *args, **kwargs)
+        is_encoder_decoder = self.attribution_model.is_encoder_decoder
+        prefix = batch.targets.input_ids if is_encoder_decoder else batch.input_ids
+        # Decoder-only models attribute their prompt + generated tokens as targets whatever the option says (inseq
+        # resets it to False for them, with a warning); encoder-decoders only when asked, as in inseq's attention.
+        pending.update(rows=rows, step=prefix.shape[1], with_target=attribute_target or not is_encoder_decoder)
+        return super().filtered_attribute_step(
+            batch, target_ids, attributed_fn, target_attention_mask=mask, attribute_target=attribute_target, **kwargs
+        )
 
     def attribute_step(self, attribute_fn_main_args: dict[str, Any], attribution_args: dict[str, Any]):
         """The row of the position predicting this step's token, for every layer: over the target tokens before it
-        and (encoder-decoders) over the source tokens."""
+        (on encoder-decoders only with ``attribute_target=True``) and (encoder-decoders) over the source tokens."""
         pending = self._require_pending()
         step, rows = pending["step"], pending["rows"]
         target = pending["target"]
-        target_blk = target[rows.to(target.device), :, step - 1, :step]
+        target_blk = target[rows.to(target.device), :, step - 1, :step] if pending["with_target"] else None
         source_bls = None
         if pending["source"] is not None:
             source_bls = pending["source"][rows.to(target.device), :, step - 1, :]
         return MixingStepOutput(
             source_attributions=None if source_bls is None else source_bls.permute(0, 2, 1),
-            target_attributions=target_blk.permute(0, 2, 1),
+            target_attributions=None if target_blk is None else target_blk.permute(0, 2, 1),
             _num_dimensions=1,
             _rolled_out=pending["rolled_out"],
         )
@@ -252,6 +280,27 @@ class ContextMixingAttribution(FeatureAttribution, Registry):
         if self._pending is None:
             raise RuntimeError(f"{type(self).__name__} steps run only inside attribute().")
         return self._pending
+
+
+def _require_generation_model(model: Any, method: str) -> None:
+    """Raise unless ``model`` generates text (decoder-only or encoder-decoder), as inseq's attribution needs.
+
+    inseq wraps any model it is given as a decoder-only one (from a path it loads ``AutoModelForCausalLM``, which for
+    BERT is a bidirectional ``BertLMHeadModel``), so an encoder fails only later, while generating or aligning the
+    text. The adapter says what the model is: encoder-decoder, causal, or a bidirectional encoder.
+
+    Raises:
+        UnsupportedArchitectureError: If the model is an encoder, or has no adapter.
+    """
+    adapter = get_adapter(model)
+    if isinstance(adapter, EncoderDecoderAdapter) or adapter.is_causal:
+        return
+    raise UnsupportedArchitectureError(
+        f"inseq attributes generated text, but {type(model).__name__} (model_type={model.config.model_type!r}) is "
+        f"an encoder-only model: it attends in both directions and generates nothing. Measure its context mixing "
+        f"with inseq_mixing.context_mixing(model, input_ids, {method!r}) (or the 'inseq-mixing mix' command) instead "
+        "of inseq.load_model; inseq supports decoder-only and encoder-decoder models."
+    )
 
 
 OPTIONS_CLASSES: dict[str, type[ContextMixing]] = {"value_zeroing": ValueZeroingMixing}

@@ -56,7 +56,11 @@ class RolloutMixingSequenceOutput(LayerwiseMixingSequenceOutput):
 @no_type_check  # inseq annotates source and target steps with one shared seq_len; an encoder-decoder's differ
 @dataclass(eq=False, repr=False)
 class MixingStepOutput(MultiDimensionalFeatureAttributionStepOutput):
-    """One generation step of a context-mixing method: ``target_attributions`` is ``[batch, prefix, layer]``."""
+    """One generation step of a context-mixing method: ``target_attributions`` is ``[batch, prefix, layer]``.
+
+    On encoder-decoders ``source_attributions`` is ``[batch, source, layer]``, and ``target_attributions`` is
+    ``None`` unless ``attribute_target=True`` was passed, as for inseq's ``attention`` method.
+    """
 
     _rolled_out: bool = False
 

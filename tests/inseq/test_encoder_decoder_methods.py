@@ -1,4 +1,7 @@
-"""Context-mixing methods through inseq on encoder-decoder models: source and target contributions per step."""
+"""Context-mixing methods through inseq on encoder-decoder models: source and target contributions per step.
+
+The target prefix is attributed only with ``attribute_target=True`` (inseq's semantics), which these tests pass.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def encode(model, text: str, as_target: bool = False) -> torch.Tensor:
 @pytest.mark.parametrize("model_type", SEQ2SEQ)
 def test_steps_equal_context_mixing_rows(model_type: str, method: str) -> None:
     model = load(model_type, method)
-    seq = model.attribute(SOURCE, TARGET, show_progress=False).sequence_attributions[0]
+    seq = model.attribute(SOURCE, TARGET, attribute_target=True, show_progress=False).sequence_attributions[0]
     source_ids, target_ids = encode(model, SOURCE), encode(model, TARGET, as_target=True)
     assert [t.id for t in seq.target] == target_ids[0].tolist()
     options = {"zero_below": 1e-5, "final_norm_on_last_layer": True} if method == "value_zeroing" else {}
@@ -45,7 +48,8 @@ def test_steps_equal_context_mixing_rows(model_type: str, method: str) -> None:
 
 @pytest.mark.parametrize("model_type", SEQ2SEQ)
 def test_source_and_target_contributions_sum_to_one(model_type: str) -> None:
-    seq = load(model_type, "alti").attribute(SOURCE, TARGET, show_progress=False).sequence_attributions[0]
+    out = load(model_type, "alti").attribute(SOURCE, TARGET, attribute_target=True, show_progress=False)
+    seq = out.sequence_attributions[0]
     total = torch.nansum(seq.source_attributions, 0) + torch.nansum(seq.target_attributions, 0)
     torch.testing.assert_close(total, torch.ones_like(total))
 
@@ -61,20 +65,25 @@ def test_one_decoder_pass_serves_every_step() -> None:
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("attribute_target", [False, True])
 @pytest.mark.parametrize("model_type", SEQ2SEQ)
-def test_padded_batch_equals_each_pair_alone(model_type: str) -> None:
+def test_padded_batch_equals_each_pair_alone(model_type: str, attribute_target: bool) -> None:
     model = load(model_type, "alti")
     sources, targets = ["either you win the game", "the dog"], ["the cat sat on the mat", "a cat"]
-    batched = model.attribute(sources, targets, show_progress=False)
+    kwargs = {"attribute_target": attribute_target, "show_progress": False}
+    batched = model.attribute(sources, targets, **kwargs)
     for source, target, seq in zip(sources, targets, batched.sequence_attributions, strict=True):
-        alone = model.attribute(source, target, show_progress=False).sequence_attributions[0]
+        alone = model.attribute(source, target, **kwargs).sequence_attributions[0]
         assert [t.token for t in seq.target] == [t.token for t in alone.target]
         torch.testing.assert_close(seq.source_attributions, alone.source_attributions, equal_nan=True)
-        torch.testing.assert_close(seq.target_attributions, alone.target_attributions, equal_nan=True)
+        if attribute_target:
+            torch.testing.assert_close(seq.target_attributions, alone.target_attributions, equal_nan=True)
+        else:
+            assert seq.target_attributions is None and alone.target_attributions is None
 
 
 def test_show_displays_source_and_target(capsys: pytest.CaptureFixture[str]) -> None:
-    out = load("t5", "alti").attribute(SOURCE, TARGET, show_progress=False)
+    out = load("t5", "alti").attribute(SOURCE, TARGET, attribute_target=True, show_progress=False)
     out.show()
     printed = capsys.readouterr().out
     assert "game" in printed and "mat" in printed
@@ -83,7 +92,9 @@ def test_show_displays_source_and_target(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_generation_attributes_every_generated_token() -> None:
-    out = load("marian", "globenc").attribute(SOURCE, generation_args={"max_new_tokens": 4}, show_progress=False)
+    out = load("marian", "globenc").attribute(
+        SOURCE, generation_args={"max_new_tokens": 4}, attribute_target=True, show_progress=False
+    )
     seq = out.sequence_attributions[0]
     assert seq.source_attributions.shape[1] == seq.attr_pos_end - seq.attr_pos_start <= 4
     total = torch.nansum(seq.source_attributions, 0) + torch.nansum(seq.target_attributions, 0)
@@ -93,7 +104,7 @@ def test_generation_attributes_every_generated_token() -> None:
 def test_save_and_load_round_trip(tmp_path) -> None:
     import inseq
 
-    out = load("t5", "alti").attribute(SOURCE, TARGET, show_progress=False)
+    out = load("t5", "alti").attribute(SOURCE, TARGET, attribute_target=True, show_progress=False)
     out.save(tmp_path / "out.json")
     loaded = inseq.FeatureAttributionOutput.load(tmp_path / "out.json").sequence_attributions[0]
     original = out.sequence_attributions[0]
