@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, no_type_check
 
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from .errors import InvalidInputError
 from .extract import EncoderDecoderAdapter, get_adapter, recording
-from .extract.heads import ablate_heads, merge_heads, mixed_heads
+from .extract.heads import ablate_heads, check_heads, merge_heads, mixed_heads
 from .inputs import check_model, prepare_inputs
 from .record import LayerRecord
 
 
+@no_type_check  # validates its own arguments (inputs.py): users get a message, not a type-check error
 def attention_patterns(
     model: PreTrainedModel,
     input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],
@@ -56,11 +58,14 @@ def attention_patterns(
     with recording(model, adapter, keep):
         model.base_model(**inputs.forward)
     if "alpha" not in found:
-        raise ValueError(f"No layer {layer} in the {stack!r} stack of {type(model).__name__}.")
+        raise InvalidInputError(f"No layer {layer} in the {stack!r} stack of {type(model).__name__}.")
     alpha = found["alpha"]
-    return alpha if head is None else alpha[:, head]
+    if head is None:
+        return alpha
+    return alpha[:, check_heads([head], alpha.shape[1], f"layer {layer}")[0]]
 
 
+@no_type_check  # validates its own arguments (inputs.py): users get a message, not a type-check error
 def top_attended(
     model: PreTrainedModel,
     input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],

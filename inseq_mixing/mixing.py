@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -87,6 +87,7 @@ def record_stacks(
     return out
 
 
+@no_type_check  # validates its own arguments (inputs.py): users get a message, not a type-check error
 def context_mixing(
     model: PreTrainedModel,
     input_ids: Int[Tensor, "batch seq"] | Int[Tensor, " seq"],

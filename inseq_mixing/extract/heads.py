@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from ..errors import InvalidInputError
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._modules import resolve
 
@@ -41,8 +42,11 @@ def _output_projection(model: PreTrainedModel, layer: int, stack: str) -> nn.Mod
         adapter, EncoderDecoderAdapter
     ) else adapter  # fmt: skip
     blocks = resolve(model.base_model, view.blocks, field="blocks", where=type(model).__name__)
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"Layer {layer} out of range: the {stack} stack has {len(blocks)} layers.")
+    if not isinstance(layer, int) or not 0 <= layer < len(blocks):
+        raise InvalidInputError(
+            f"Layer {layer!r} out of range: the {stack} stack of {type(model).__name__} has {len(blocks)} layers "
+            f"(0 to {len(blocks) - 1})."
+        )
     return resolve(blocks[layer], view.output_proj, field="output_proj", where=f"{type(model).__name__}, block {layer}")
 
 
@@ -88,6 +92,21 @@ def _n_heads(model: PreTrainedModel, layer: int, stack: str) -> int:
     raise ValueError(f"Cannot read the number of heads of {type(model).__name__} from its config.")
 
 
+def check_heads(heads: Sequence[int], n_heads: int, where: str) -> list[int]:
+    """Return ``heads`` as a list after checking each is a head index in ``[0, n_heads)``.
+
+    Raises:
+        InvalidInputError: Naming the indices out of range and the valid ones.
+    """
+    heads = [heads] if isinstance(heads, int) else list(heads)
+    invalid = [h for h in heads if not isinstance(h, int) or not 0 <= h < n_heads]
+    if invalid:
+        raise InvalidInputError(
+            f"Head(s) {invalid} out of range for {where}, which has {n_heads} heads (0 to {n_heads - 1})."
+        )
+    return heads
+
+
 @contextmanager
 def ablate_heads(
     model: PreTrainedModel, heads: Mapping[int, Sequence[int]], *, stack: str = "layers"
@@ -100,8 +119,9 @@ def ablate_heads(
     """
     mixes = {}
     for layer, ablated in heads.items():
-        keep = torch.ones(_n_heads(model, layer, stack))
-        keep[list(ablated)] = 0
+        n_heads = _n_heads(model, layer, stack)
+        keep = torch.ones(n_heads)
+        keep[check_heads(ablated, n_heads, f"layer {layer}")] = 0
         mixes[layer] = torch.diag(keep)
     with mixed_heads(model, mixes, stack=stack):
         yield
@@ -116,6 +136,11 @@ def merge_heads(
     Each keeps its own rows of the output projection; ``alpha=1`` copies head ``a`` into ``b``. Restored on exit.
     """
     n_heads = _n_heads(model, layer, stack)
+    check_heads([head_a, head_b], n_heads, f"layer {layer}")
+    if head_a == head_b:
+        raise InvalidInputError(
+            f"merge_heads got the same head twice ({head_a}); name two different heads of layer {layer} to merge."
+        )
     mix = torch.eye(n_heads)
     merged = torch.zeros(n_heads)
     merged[head_a] += alpha
