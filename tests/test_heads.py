@@ -73,14 +73,6 @@ def test_everything_is_restored_after_an_error() -> None:
     assert not any(hasattr(m, HEAD_MIX_ATTR) for m in model.modules())
 
 
-def test_merging_a_head_with_itself_changes_nothing() -> None:
-    model = tiny_model("gpt2")
-    ids = sample_inputs(model, batch=1, seq=5)
-    base = context_mixing(model, ids, "alti")
-    with merge_heads(model, 1, 2, 2, alpha=0.3):
-        torch.testing.assert_close(context_mixing(model, ids, "alti"), base)
-
-
 def test_merged_heads_output_the_interpolation() -> None:
     model = tiny_model("bert")
     ids = sample_inputs(model, batch=1, seq=5)
