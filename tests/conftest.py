@@ -12,7 +12,6 @@ from transformers import PreTrainedModel
 
 from ._helpers import SUPPORTED_TINY_TYPES, tiny_model
 
-
 EXPECTED_TRANSFORMERS = os.environ.get("INSEQ_MIXING_EXPECT_TRANSFORMERS")
 """The transformers version a tox env installs (``4.57``, ``5``); unset outside tox."""
 
@@ -22,7 +21,8 @@ def _matches(version: str, expected: str) -> bool:
 
 
 def pytest_report_header() -> str:
-    return f"transformers {transformers.__version__} (expected: {EXPECTED_TRANSFORMERS or 'any'}), torch {torch.__version__}"
+    expected = EXPECTED_TRANSFORMERS or "any"
+    return f"transformers {transformers.__version__} (expected: {expected}), torch {torch.__version__}"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

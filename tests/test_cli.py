@@ -7,12 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from inseq_mixing.cli import looks_local, main
+
+from ._tiny_models import MAX_LEN, WORDS, save_tiny
 from .inseq.conftest import saved_model
 
 
@@ -23,8 +27,40 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400"},  # wide enough that rich never wraps a table
     )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit status 2 and exactly one stderr line, ``inseq-mixing: error: ...``, holding every fragment."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("inseq-mixing: error: "), result.stderr
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+
+
+def tables(stdout: str) -> list[tuple[str, list[str], list[list[float]]]]:
+    """Each rich table printed: ``(title, column headers, rows of numbers)``; the ┃ divider column is dropped."""
+    found, title = [], []
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("┃│").split("┃" if line.startswith("┃") else "│")]
+        if line.startswith("┏"):
+            found.append((" ".join(title), [], []))
+            title = []
+        elif line.startswith("┃") and found and not found[-1][1]:
+            found[-1][1].extend(cell for cell in cells[1:] if cell)
+        elif line.startswith("│") and found:
+            found[-1][2].append([float(cell) for cell in cells[1:] if cell not in ("┃", "")])
+        elif not line.startswith(("┡", "└", "┃")):
+            title.append(line.strip())
+    return found
+
+
+@pytest.fixture(scope="module")
+def quiet_marian(tmp_path_factory) -> str:
+    """A tiny Marian saved without its LM head, so loading it with AutoModel prints no load report on stderr."""
+    return str(save_tiny("marian", tmp_path_factory.mktemp("marian_base"), head="base"))
 
 
 def test_console_script_is_installed() -> None:
@@ -65,11 +101,10 @@ def test_attribute_and_mix_on_an_encoder_decoder(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "source_attributions" in out_file.read_text()
+
     result = run_cli("mix", "--model", path, "--method", "alti", "--text", "either you win", "--target", "the cat")
     assert result.returncode == 0, result.stderr
-    assert "source + target rollout" in result.stdout and "either" in result.stdout
-    missing_target = run_cli("mix", "--model", path, "--method", "alti", "--text", "either you win")
-    assert missing_target.returncode == 2 and "--target" in missing_target.stderr
+    assert "cross-attention" in result.stdout and "either" in result.stdout
 
 
 def test_attribute_dataset_runs_our_method_on_a_local_file(tmp_path) -> None:
@@ -106,8 +141,7 @@ def test_bad_method_name_fails_with_a_clear_message(command: str) -> None:
         result = run_cli("mix", "--method", "altii", "--text", "hi")
     else:
         result = run_cli("attribute", "-a", "altii", "-m", str(saved_model("gpt2")), "--input_texts", "hi")
-    assert result.returncode == 2
-    assert "altii" in result.stderr and "alti" in result.stderr
+    assert_user_error(result, "'altii'", "available: ", "alti")
 
 
 @pytest.mark.parametrize("command", ["mix", "attribute"])
@@ -117,5 +151,112 @@ def test_missing_model_path_fails_with_a_clear_message(tmp_path, command: str) -
         result = run_cli("mix", "--model", missing, "--method", "alti", "--text", "hi")
     else:
         result = run_cli("attribute", "-a", "alti", "-m", missing, "--input_texts", "hi")
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr and missing in result.stderr
+    assert_user_error(result, "does not exist", missing)
+
+
+def test_mix_rejects_a_directory_without_a_model(tmp_path) -> None:
+    result = run_cli("mix", "--model", str(tmp_path), "--method", "alti", "--text", "hi")
+    assert_user_error(result, "has no config.json", str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["models/missing", "../missing"])
+def test_a_missing_relative_path_is_never_looked_up_on_the_hub(tmp_path, name: str) -> None:
+    (tmp_path / "models").mkdir()
+    result = run_cli("attribute", "-a", "alti", "-m", name, "--input_texts", "hi", cwd=tmp_path)
+    assert_user_error(result, "does not exist", repr(name))
+
+
+def test_a_missing_relative_path_fails_before_inseq_is_loaded(tmp_path, monkeypatch, capsys) -> None:
+    """In-process, so the time measured is the CLI's own (a Hub lookup would retry for about 35 s)."""
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    status = main(["attribute", "-a", "alti", "-m", "models/missing", "--input_texts", "hi"])
+    assert status == 2 and time.monotonic() - start < 10
+    assert capsys.readouterr().err.startswith("inseq-mixing: error: model directory 'models/missing' does not exist")
+
+
+def test_local_paths_and_hub_ids_are_told_apart(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    local = ["models/missing", "./x", "../x", "/abs/x", "~/x", ".hidden", "a/b/c", "models"]
+    hub = ["gpt2", "org/name", "Helsinki-NLP/opus-mt-en-de"]
+    assert [looks_local(name) for name in local] == [True] * len(local)
+    assert [looks_local(name) for name in hub] == [False] * len(hub)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--method", "alti", "--text", ""), "--text is empty"),
+        (("--method", "alti", "--text", "   "), "--text is empty"),
+        (("--method", "alti", "--text", "hi", "--digits", "-1"), "--digits"),
+        (("--text", "hi"), "--method"),
+    ],
+    ids=["empty-text", "blank-text", "negative-digits", "no-method"],
+)
+def test_mix_usage_errors_are_one_line(args: tuple[str, ...], fragment: str) -> None:
+    assert_user_error(run_cli("mix", "--model", str(saved_model("gpt2")), *args), fragment)
+
+
+def test_mix_text_longer_than_the_model_positions_is_one_line() -> None:
+    """Needs the library to raise InvalidInputError (a ValueError) for more positions than the model has."""
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(MAX_LEN + 8))
+    result = run_cli("mix", "--model", str(saved_model("gpt2")), "--method", "alti", "--text", text)
+    assert_user_error(result)
+
+
+def test_mix_on_an_encoder_decoder_needs_a_target() -> None:
+    result = run_cli("mix", "--model", str(saved_model("marian")), "--method", "alti", "--text", "either you win")
+    assert_user_error(result, "encoder-decoder", "--target")
+
+
+def test_mix_refuses_a_target_for_a_decoder_only_model() -> None:
+    args = ("--method", "alti", "--text", "either you win", "--target", "the cat")
+    assert_user_error(run_cli("mix", "--model", str(saved_model("gpt2")), *args), "--target", "drop --target")
+
+
+@pytest.mark.parametrize("method", ["alti", "value_zeroing"])
+def test_mix_on_an_encoder_decoder_shows_cross_and_decoder_stacks_separately(tmp_path, method: str) -> None:
+    plot = tmp_path / "out.png"
+    result = run_cli(
+        "mix", "--model", str(saved_model("marian")), "--method", method, "--text", "either you win",
+        "--target", "the cat", "--digits", "4", "--plot", str(plot),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (cross_title, cross_columns, cross), (decoder_title, _, decoder) = tables(result.stdout)
+    assert "cross-attention, layer-wise" in cross_title
+    if method == "alti":
+        assert "rows sum to 1 over source tokens and the residual" in cross_title
+        assert cross_columns == ["either", "you", "win", "</s>", "(residual)"]
+    else:  # an unscored residual is left out, not shown as a measured 0
+        assert "rows sum to 1 over source tokens (value_zeroing does not score the residual)" in cross_title
+        assert cross_columns == ["either", "you", "win", "</s>"]
+    assert "decoder self-attention, layer-wise" in decoder_title and "rows sum to 1 over target tokens" in decoder_title
+    for rows in (cross, decoder):  # each stack on its own normalization, never two side by side (rows summing to 2)
+        assert [sum(row) for row in rows] == pytest.approx([1.0] * len(rows), abs=1e-3)
+    assert "source + target rollout" not in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out-cross.png", "out-decoder.png"]
+
+
+def test_mix_rollout_on_an_encoder_decoder_shows_the_combined_rollout(tmp_path) -> None:
+    plot = tmp_path / "rollout.png"
+    result = run_cli(
+        "mix", "--model", str(saved_model("marian")), "--method", "alti", "--rollout", "--text", "either you win",
+        "--target", "the cat", "--digits", "4", "--plot", str(plot),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ((title, columns, rows),) = tables(result.stdout)
+    assert "source + target rollout" in title and "rows sum to 1 over source + target tokens" in title
+    assert columns[:4] == ["either", "you", "win", "</s>"]  # the 4 source tokens, then the ┃ divider, then the target
+    assert [sum(row) for row in rows] == pytest.approx([1.0] * len(rows), abs=1e-3)
+    assert any("│ ┃ │" in line for line in result.stdout.splitlines())  # the divider column is drawn
+    assert plot.is_file()
+
+
+def test_mix_rollout_is_refused_for_value_zeroing_on_an_encoder_decoder(quiet_marian: str) -> None:
+    result = run_cli(
+        "mix", "--model", quiet_marian, "--method", "value_zeroing", "--rollout", "--text", "either you win",
+        "--target", "the cat",
+    )  # fmt: skip
+    assert_user_error(result, "--rollout", "value_zeroing", "drop --rollout")

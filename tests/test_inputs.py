@@ -53,7 +53,7 @@ def test_mask_of_another_shape_and_all_padding_rows_are_rejected() -> None:
     mask[1] = 0
     with pytest.raises(InvalidInputError, match=r"Row\(s\) \[1\] of attention_mask hold no real token"):
         context_mixing(model, ids, "alti", attention_mask=mask)
-    with pytest.raises(InvalidInputError, match="only 0 .* and 1"):
+    with pytest.raises(InvalidInputError, match=r"only 0 .* and 1"):
         context_mixing(model, ids, "alti", attention_mask=torch.full_like(ids, 2))
 
 
@@ -98,15 +98,13 @@ def test_left_padding_on_absolute_positions_warns(model_type: str) -> None:
 
 def test_head_tools_reject_heads_out_of_range() -> None:
     model = _gpt2()
-    with pytest.raises(InvalidInputError, match=r"Head\(s\) \[9\] out of range for layer 0, which has \d+ heads"):
-        with ablate_heads(model, {0: [9]}):
-            pass
-    with pytest.raises(InvalidInputError, match=r"Layer 7 out of range"):
-        with ablate_heads(model, {7: [0]}):
-            pass
-    with pytest.raises(InvalidInputError, match=r"same head twice \(1\)"):
-        with merge_heads(model, 0, 1, 1):
-            pass
+    out_of_range = r"Head\(s\) \[9\] out of range for layer 0, which has \d+ heads"
+    with pytest.raises(InvalidInputError, match=out_of_range), ablate_heads(model, {0: [9]}):
+        pass
+    with pytest.raises(InvalidInputError, match=r"Layer 7 out of range"), ablate_heads(model, {7: [0]}):
+        pass
+    with pytest.raises(InvalidInputError, match=r"same head twice \(1\)"), merge_heads(model, 0, 1, 1):
+        pass
     with pytest.raises(InvalidInputError, match=r"Head\(s\) \[5\] out of range"):
         attention_patterns(model, sample_inputs(model), 0, head=5)
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0

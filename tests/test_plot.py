@@ -10,10 +10,41 @@ import torch
 from PIL import Image
 
 from inseq_mixing import context_mixing
-from inseq_mixing.plot import plot_contributions, plot_layers, plot_rollout, plot_source_target
+from inseq_mixing.plot import (
+    DIVIDER_GID,
+    _layers_figure,
+    _source_target_figure,
+    plot_contributions,
+    plot_layers,
+    plot_rollout,
+    plot_source_target,
+)
 
 from ._helpers import sample_inputs, tiny_model
 from ._tiny_models import build_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures built by the private helpers are not saved, so close them after each test."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def heatmaps(fig):
+    """The figure's heatmap images, panel by panel."""
+    return [image for ax in fig.axes for image in ax.images]
+
+
+def colorbar_axes(fig):
+    """The figure's colour-bar axes: those drawing no heatmap and not switched off (empty grid cells)."""
+    return [ax for ax in fig.axes if not ax.images and ax.axison]
+
+
+def divider_positions(ax) -> list[float]:
+    return [float(line.get_xdata()[0]) for line in ax.lines if line.get_gid() == DIVIDER_GID]
 
 
 def assert_nontrivial_png(path) -> None:
@@ -61,3 +92,45 @@ def test_labels_must_match_the_matrix(tmp_path, gpt2_mixing) -> None:
     mixing, tokens = gpt2_mixing
     with pytest.raises(ValueError, match="5 token labels"):
         plot_rollout(mixing[-1], tokens[:5], tmp_path / "x.png")
+
+
+def test_source_and_target_panels_share_one_colour_scale_and_bar() -> None:
+    combined = torch.tensor([[0.005, 0.002, 0.993, 0.0], [0.004, 0.001, 0.5, 0.495]])  # 2 source, 2 target columns
+    fig = _source_target_figure(combined, ["s0", "s1"], ["t0", "t1"])
+    source, target = heatmaps(fig)
+    assert source.get_clim() == target.get_clim() == pytest.approx((0.0, 0.993))  # not the source's own 0.005
+    assert len(colorbar_axes(fig)) == 1
+    assert source.colorbar is not None and source.colorbar.norm is target.norm  # the bar shows the shared scale
+
+
+def test_source_target_map_draws_a_divider_between_source_and_target() -> None:
+    combined = torch.full((2, 5), 0.2)
+    fig = _source_target_figure(combined, ["s0", "s1", "s2"], ["t0", "t1"])
+    source_ax = fig.axes[0]
+    assert divider_positions(source_ax) == [2.5]  # the right edge of the last source column
+
+
+def test_each_layer_panel_has_its_own_colour_bar(gpt2_mixing) -> None:
+    mixing, tokens = gpt2_mixing
+    fig = _layers_figure(mixing, tokens)
+    images = heatmaps(fig)
+    assert len(images) == mixing.shape[0] == len(colorbar_axes(fig))
+    for layer, image in enumerate(images):
+        assert image.get_clim() == pytest.approx((0.0, float(mixing[layer].max())))
+        assert image.colorbar is not None and image.colorbar.mappable is image
+    assert len({image.colorbar.ax for image in images}) == len(images)
+
+
+def test_layers_draw_the_column_divider_on_every_panel() -> None:
+    mixing = torch.rand(3, 2, 5)
+    fig = _layers_figure(mixing, ["t0", "t1"], column_tokens=["s0", "s1", "s2", "t0", "t1"], column_divider=3)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [divider_positions(ax) for ax in panels] == [[2.5]] * 3
+    assert not divider_positions(_layers_figure(mixing, ["t0", "t1"], column_tokens=list("abcde")).axes[0])
+
+
+@pytest.mark.parametrize("column_divider", [0, 5, -1])
+def test_a_divider_outside_the_columns_is_rejected(tmp_path, column_divider: int) -> None:
+    with pytest.raises(ValueError, match=f"column_divider={column_divider} is outside"):
+        plot_layers(torch.rand(1, 2, 5), ["a", "b"], tmp_path / "x.png", column_tokens=list("abcde"),
+                    column_divider=column_divider)  # fmt: skip
