@@ -32,11 +32,14 @@ def materializing_measure(record: LayerRecord, name: str) -> Tensor:
     z_bqkd[:, range(n), range(n)] += record.residual.float()
     if name == "attention_norm_res":
         return z_bqkd.norm(dim=-1)
-    norm = record.norm2 if record.pre_norm else record.norm1
     if name in ("attention_norm_res_ln", "globenc"):
-        return _through(norm, z_bqkd).norm(dim=-1)
+        for norm in record.norms(record.form.norms_to("ffn_input")):
+            z_bqkd = _through(norm, z_bqkd)
+        return z_bqkd.norm(dim=-1)
     if name == "alti":
-        transformed = z_bqkd if record.pre_norm else _through(record.norm1, z_bqkd)
+        transformed = z_bqkd
+        for norm in record.norms(record.form.norms_to("stream")):
+            transformed = _through(norm, transformed)
         resultant = transformed.sum(2, keepdim=True)
         return (resultant.abs().sum(-1) - (resultant - transformed).abs().sum(-1)).clamp_min(0)
     raise KeyError(name)

@@ -16,8 +16,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from inseq_mixing.describe import architectures_markdown
 from inseq_mixing.extract import ADAPTERS, Adapter, AdapterChoice, EncoderDecoderAdapter
-from inseq_mixing.extract.describe import architectures_markdown
 from inseq_mixing.mixing import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]

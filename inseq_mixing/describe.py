@@ -1,22 +1,16 @@
-"""The supported-architectures table, generated from :data:`inseq_mixing.extract.ADAPTERS` (docs/architectures.md)."""
+"""The supported-architectures page, generated from :data:`inseq_mixing.extract.ADAPTERS` and the measure table."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter
-
-MEASURE_NAMES = "attention, attention_norm, attention_norm_res, attention_norm_res_ln, globenc, alti, value_zeroing"
+from .extract import Adapter, AdapterChoice, EncoderDecoderAdapter
+from .mixing import METHODS
 
 
 def block_form(adapter: Adapter) -> str:
     """How a block is wired: post-LN, pre-LN or parallel, and its extra norms."""
-    form = "parallel" if adapter.parallel else "pre-LN" if adapter.pre_norm else "post-LN"
-    extras = [name for name, path in (("post-attention norm", adapter.post_attention_norm),
-                                      ("post-FFN norm", adapter.post_ffn_norm)) if path]  # fmt: skip
-    if adapter.pre_norm and not adapter.parallel and adapter.norm1 is None:
-        extras.append("no pre-norms")
-    return ", ".join([form, *extras])
+    return adapter.form.describe()
 
 
 def norm_kind(adapter: Adapter) -> str:
@@ -27,18 +21,7 @@ def norm_kind(adapter: Adapter) -> str:
 
 def deviations(adapter: Adapter) -> list[str]:
     """Where the measures' definition had to be adapted to this block form (all measures stay exact)."""
-    notes = []
-    if adapter.parallel:
-        notes.append(
-            "the FFN reads the block input, so no norm follows the attention's residual addition: "
-            "attention_norm_res_ln and globenc equal attention_norm_res, and ALTI's resultant is x + Attn"
-        )
-    elif adapter.pre_norm and adapter.norm2 is None:
-        notes.append("the FFN reads the stream unnormalized: attention_norm_res_ln and globenc equal +RES")
-    elif adapter.pre_norm:
-        notes.append("+LN measures go through the FFN's input norm; globenc is their rollout (no norm follows the FFN)")
-    if adapter.post_attention_norm:
-        notes.append("the post-attention norm is decomposed with the true attention output's statistics")
+    notes = adapter.form.deviations()
     if adapter.value_split is not None:
         notes.append("values are read from the fused q/k/v projection")
     return notes
@@ -75,8 +58,8 @@ def architectures_markdown(adapters: Mapping[str, Adapter | EncoderDecoderAdapte
         "",
         "<!-- Generated from inseq_mixing.extract.ADAPTERS by `python docs/gen_architectures.py`; do not edit. -->",
         "",
-        f"Every measure ({MEASURE_NAMES}) is exact on every model type below: each layer's decomposition is checked "
-        "against the modules' real outputs while the model runs, and the tests check every measure against its "
+        f"Every measure ({', '.join(METHODS)}) is exact on every model type below: each layer's decomposition is "
+        "checked against the modules' real outputs while the model runs, and the tests check every measure against its "
         "definition on a tiny random model of each type. Any other model raises `UnsupportedArchitectureError` "
         "listing these types.",
         "",
@@ -119,7 +102,7 @@ register_adapter(
         norm2="ln_2",  # the norm the FFN reads
         ffn=("mlp",),
         norm_kind="layer",
-        pre_norm=True,
+        layout="pre_ln",
         is_causal=True,
     ),
 )

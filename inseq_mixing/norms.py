@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..record import NormRecord
+from .record import NormRecord
 
 
 def inverse_scale(norm: NormRecord) -> Float[Tensor, "batch query"]:

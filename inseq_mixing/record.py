@@ -8,13 +8,15 @@ indexing the source tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from .block import BlockForm, NormSlot
 
 NormKind = Literal["layer", "rms"]
 
@@ -77,18 +79,52 @@ class AttentionRecord:
 
 
 @dataclass(frozen=True)
-class LayerRecord:
-    """Everything the measures need about one Transformer block.
+class FFNRecord:
+    """A feed-forward network split into its parts: ``F(h) = (f(h W_in + b_in) ⊙ g) W_out + b_out``.
 
-    Post-LN blocks (BERT): ``h = norm1(x + Attn(x))``, ``out = norm2(h + FFN(h))``.
-    Pre-LN blocks (GPT-2, Llama): ``m = x + P_A(Attn(norm1(x)))``, ``out = m + P_F(FFN(norm2(m)))``, where the
-    post-attention and post-FFN norms ``P_A``, ``P_F`` exist in Gemma 2/3 and OLMo 2 and either pre-norm may be
-    missing (OLMo 2 has none).
-    Parallel blocks (GPT-J, GPT-NeoX, Falcon, Phi): ``out = x + Attn(norm1(x)) + FFN(norm2(x))``.
+    ``g = h W_up + b_up`` for gated FFNs (SwiGLU, GeGLU: ``f`` applies to the gate projection ``W_in``), ``g = 1``
+    otherwise. Weights are stored as ``[input, output]`` (rows are vectors, as everywhere here).
+
+    Attributes:
+        input: What the FFN reads, ``h`` (``[batch, query, d_model]``).
+        w_in: The projection the activation reads (the gate of gated FFNs), ``[d_model, d_ff]``.
+        b_in: Its bias, or ``None``.
+        pre_activation: ``u = h W_in + b_in`` as the model computed it, ``[batch, query, d_ff]``.
+        activation: The activation ``f`` (the model's own elementwise module: GELU variants, ReLU, SiLU...).
+        activated: ``f(u)`` as the model computed it.
+        w_up: Gated FFNs: the up projection ``[d_model, d_ff]``; ``None`` otherwise.
+        b_up: Its bias, or ``None``.
+        up: ``g = h W_up + b_up`` as the model computed it, or ``None``.
+        w_out: The second projection, ``[d_ff, d_model]``.
+        b_out: Its bias, or ``None``.
+        output: The FFN's real output, ``[batch, query, d_model]`` (before any post-FFN norm).
+    """
+
+    input: Float[Tensor, "batch query d_model"]
+    w_in: Float[Tensor, "d_model d_ff"]
+    b_in: Float[Tensor, " d_ff"] | None
+    pre_activation: Float[Tensor, "batch query d_ff"]
+    activation: Callable[[Tensor], Tensor]
+    activated: Float[Tensor, "batch query d_ff"]
+    w_up: Float[Tensor, "d_model d_ff"] | None
+    b_up: Float[Tensor, " d_ff"] | None
+    up: Float[Tensor, "batch query d_ff"] | None
+    w_out: Float[Tensor, "d_ff d_model"]
+    b_out: Float[Tensor, " d_model"] | None
+    output: Float[Tensor, "batch query d_model"]
+
+    @property
+    def is_gated(self) -> bool:
+        return self.w_up is not None
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Everything the measures need about one Transformer block (its wiring: :class:`~inseq_mixing.block.BlockForm`).
 
     Attributes:
         layer_idx: Index of the block (0 = first).
-        pre_norm: ``True`` for pre-LN blocks, ``False`` for post-LN blocks.
+        form: How the block is wired (layout, which norms exist, cross-attention view).
         residual: The block input ``x``, which the residual connection around attention carries.
         attention: The self-attention module split per head.
         norm1: Post-LN: the norm after the attention residual (input ``x + Attn(x)``). Pre-LN and parallel: the
@@ -104,15 +140,13 @@ class LayerRecord:
         is_last: Whether this is the last block of its stack.
         stack: ``"layers"`` for decoder-only and encoder-only models; ``"encoder"``, ``"decoder"`` (decoder
             self-attention) or ``"cross"`` (decoder cross-attention) for encoder-decoder models.
-        is_cross_attention: Keys are source tokens, not the query's own sequence: the residual is not one of the keys
-            and measures report it as an extra last column.
         post_attention_norm: A norm applied to the attention output before the residual addition, or ``None``.
         post_ffn_norm: A norm applied to the FFN output before the residual addition, or ``None``.
-        parallel: Attention and FFN both read the block input and are added to it together.
+        ffn: The feed-forward network split into its parts, when a measure asked for them (else ``None``).
     """
 
     layer_idx: int
-    pre_norm: bool
+    form: BlockForm
     residual: Float[Tensor, "batch query d_model"]
     attention: AttentionRecord
     norm1: NormRecord | None
@@ -122,10 +156,18 @@ class LayerRecord:
     rest_of_block: RestOfBlock | None = None
     is_last: bool = False
     stack: str = "layers"
-    is_cross_attention: bool = False
     post_attention_norm: NormRecord | None = None
     post_ffn_norm: NormRecord | None = None
-    parallel: bool = False
+    ffn: FFNRecord | None = None
+
+    @property
+    def is_cross_attention(self) -> bool:
+        """Keys are source tokens: the residual is not one of the keys (measures give it an extra last column)."""
+        return self.form.cross_attention
+
+    def norms(self, slots: Iterable[NormSlot]) -> tuple[NormRecord, ...]:
+        """The block's norms named by ``slots`` (e.g. ``self.form.norms_to("stream")``), in order."""
+        return tuple(getattr(self, slot) for slot in slots)
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -78,14 +78,29 @@ def attention_added(record: LayerRecord) -> Tensor:
     return added.double()
 
 
-def norm_after_residual(record: LayerRecord) -> NormRecord | None:
-    if record.parallel:
-        return None
-    return record.norm2 if record.pre_norm else record.norm1
+def norms_to(record: LayerRecord, point: str) -> tuple[NormRecord, ...]:
+    """The norms the attention's residual sum passes through up to ``point`` (the block form says which)."""
+    return record.norms(record.form.norms_to(point))
 
 
-def is_pre_or_parallel(record: LayerRecord) -> bool:
-    return record.pre_norm or record.parallel
+def through_norms(norms: tuple[NormRecord, ...], v: Tensor) -> Tensor:
+    """``v`` through the linear parts of ``norms`` in order (biases excluded)."""
+    for norm in norms:
+        v = through_norm(norm, v)
+    return v
+
+
+def bias_through_norms(norms: tuple[NormRecord, ...], bias: Tensor) -> Tensor:
+    """A bias vector through ``norms``, each adding its own β: the part of the decomposition no token owns."""
+    for norm in norms:
+        bias = through_norm(norm, bias) + norm_bias(norm)
+    return bias
+
+
+def stream_after_attention(record: LayerRecord) -> Tensor:
+    """The real residual stream right after the attention's residual addition (ALTI's resultant)."""
+    norms = norms_to(record, "stream")
+    return norms[-1].output.double() if norms else record.residual.double() + attention_added(record)
 
 
 def naive_measure(record: LayerRecord, name: str) -> Tensor:
@@ -97,14 +112,12 @@ def naive_measure(record: LayerRecord, name: str) -> Tensor:
     r = with_residual(record, z)
     if name == "attention_norm_res":
         return r.norm(dim=-1)
-    norm = norm_after_residual(record)
-    t = r if norm is None else through_norm(norm, r)
     if name == "attention_norm_res_ln":
-        return t.norm(dim=-1)
+        return through_norms(norms_to(record, "ffn_input"), r).norm(dim=-1)
     if name == "globenc":
-        return (t if is_pre_or_parallel(record) else through_norm(record.norm2, t)).norm(dim=-1)
+        return through_norms(norms_to(record, "output_without_ffn"), r).norm(dim=-1)
     if name == "alti":
-        transformed = r if is_pre_or_parallel(record) else through_norm(record.norm1, r)
+        transformed = through_norms(norms_to(record, "stream"), r)
         resultant = transformed.sum(2) + alti_bias(record)
         l1 = resultant.abs().sum(-1)[:, :, None] - (resultant[:, :, None] - transformed).abs().sum(-1)
         return l1.clamp_min(0)
@@ -112,12 +125,9 @@ def naive_measure(record: LayerRecord, name: str) -> Tensor:
 
 
 def alti_bias(record: LayerRecord) -> Tensor:
-    """The part of ALTI's resultant that belongs to no token: the attention's bias (pre-LN, parallel) or
-    ``γ₁ P b_O / σ + β₁`` (post-LN)."""
-    bias = output_bias(record)
-    if is_pre_or_parallel(record):
-        return bias
-    return through_norm(record.norm1, bias) + norm_bias(record.norm1)
+    """The part of ALTI's resultant that belongs to no token: the attention's bias through the stream's norms
+    (``γ₁ P b_O / σ + β₁`` post-LN, ``b_O`` itself pre-LN and parallel)."""
+    return bias_through_norms(norms_to(record, "stream"), output_bias(record))
 
 
 def brute_force_value_zeroing(

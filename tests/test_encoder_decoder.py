@@ -15,12 +15,13 @@ from ._helpers import SUPPORTED_SEQ2SEQ_TYPES, collect_records
 from ._naive import (
     alti_bias,
     attention_vectors,
+    bias_through_norms,
     brute_force_value_zeroing,
     naive_measure,
-    norm_after_residual,
-    norm_bias,
+    norms_to,
     output_bias,
-    through_norm,
+    stream_after_attention,
+    through_norms,
     with_residual,
 )
 from ._tiny_models import build_tiny_model
@@ -69,12 +70,11 @@ def test_parts_add_up_to_the_real_outputs(model_type: str) -> None:
     for record in records(model_type):
         assert_close(attention_vectors(record).sum(2) + output_bias(record), record.attention.output)
         r = with_residual(record, attention_vectors(record))
-        transformed = r if record.pre_norm else through_norm(record.norm1, r)
-        real = record.norm2.input if record.pre_norm else record.norm1.output
-        assert_close(transformed.sum(2) + alti_bias(record), real)
-        norm = norm_after_residual(record)
-        bias = through_norm(norm, output_bias(record)) + norm_bias(norm)
-        assert_close(through_norm(norm, r).sum(2) + bias, norm.output)
+        transformed = through_norms(norms_to(record, "stream"), r)
+        assert_close(transformed.sum(2) + alti_bias(record), stream_after_attention(record))
+        norms = norms_to(record, "ffn_input")
+        bias = bias_through_norms(norms, output_bias(record))
+        assert_close(through_norms(norms, r).sum(2) + bias, norms[-1].output)
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "value_zeroing"])

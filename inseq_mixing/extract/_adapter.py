@@ -9,6 +9,7 @@ from typing import Literal
 from torch import Tensor
 from transformers import PretrainedConfig
 
+from ..block import BlockForm, Layout
 from ..record import NormKind
 
 PositionKind = Literal["absolute", "computed", "relative"]
@@ -41,7 +42,9 @@ class Adapter:
             the FFN reads the stream itself; the same path as ``norm1`` when both share one norm).
         ffn: Modules applied in sequence to compute the feed-forward output from the FFN input.
         norm_kind: ``"layer"`` or ``"rms"``.
-        pre_norm: ``True`` for pre-LN blocks.
+        layout: ``"post_ln"`` (BERT), ``"pre_ln"`` (GPT-2, Llama) or ``"parallel"`` (GPT-J, GPT-NeoX, Falcon, Phi:
+            ``out = x + A + F``, both reading the block input); with the norm fields it makes the block's
+            :attr:`form`, from which :mod:`inseq_mixing.block` derives everything that depends on the wiring.
         is_causal: Whether the model attends causally (decoder-only); then position ids are derived from the
             attention mask, so left-padded batches give the same numbers as unpadded sequences.
         norm_eps_attr: Name of the epsilon attribute on the norm modules.
@@ -66,7 +69,6 @@ class Adapter:
         post_attention_norm: A norm applied to the attention output before the residual addition (Gemma 2/3,
             OLMo 2).
         post_ffn_norm: A norm applied to the FFN output before the residual addition.
-        parallel: Attention and FFN both read the block input (GPT-J, GPT-NeoX, Falcon, Phi): ``out = x + A + F``.
         position_kind: ``"absolute"``: inputs longer than the config's ``max_position_embeddings`` (or
             ``n_positions``) minus ``position_offset`` cannot be embedded and raise a clear error, and left padding
             shifts an encoder's positions (a warning); ``"computed"`` (rotary, sinusoidal, ALiBi): longer inputs run
@@ -84,7 +86,7 @@ class Adapter:
     norm2: str | None
     ffn: tuple[str, ...]
     norm_kind: NormKind
-    pre_norm: bool
+    layout: Layout
     is_causal: bool
     norm_eps_attr: str = "eps"
     norm_weight_offset: float = 0.0
@@ -101,9 +103,20 @@ class Adapter:
     scaling_attr: str | None = None
     post_attention_norm: str | None = None
     post_ffn_norm: str | None = None
-    parallel: bool = False
     position_kind: PositionKind = "computed"
     position_offset: int = 0
+
+    @property
+    def form(self) -> BlockForm:
+        """The block's form: its layout, which norms it has, whether its keys are another sequence's tokens."""
+        return BlockForm(
+            layout=self.layout,
+            norm1=self.norm1 is not None,
+            norm2=self.norm2 is not None,
+            post_attention_norm=self.post_attention_norm is not None,
+            post_ffn_norm=self.post_ffn_norm is not None,
+            cross_attention=self.is_cross_attention,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
+from ..block import BlockModules
 from ..errors import DecompositionError, ExtractionError, OffloadedWeightsError
 from ..record import AttentionRecord, LayerRecord, NormRecord, RestOfBlock
 from ._adapter import Adapter, EncoderDecoderAdapter
@@ -251,7 +252,7 @@ class _BlockRecorder:
         residual = self.slots["residual"]
         return LayerRecord(
             layer_idx=self.layer_idx,
-            pre_norm=self.adapter.pre_norm,
+            form=self.adapter.form,
             residual=residual,
             attention=AttentionRecord(
                 alpha=alpha, values=values_bhke, w_o=w_o, b_o=b_o, output=self.slots["attention_output"]
@@ -260,13 +261,11 @@ class _BlockRecorder:
             norm2=self._norm_record("norm2"),
             post_attention_norm=self._norm_record("post_attention_norm"),
             post_ffn_norm=self._norm_record("post_ffn_norm"),
-            parallel=self.adapter.parallel,
             ffn_output=self.slots["ffn_output"],
             output=self.slots["output"],
             rest_of_block=self._rest_of_block(residual, self.slots["ffn_output"]),
             is_last=self.is_last,
             stack=self.stack,
-            is_cross_attention=self.adapter.is_cross_attention,
         )
 
     def _output_projection(self, n_heads: int) -> tuple[Tensor, Tensor | None]:
@@ -297,30 +296,15 @@ class _BlockRecorder:
             h = first_tensor(module(h))
         return h
 
-    def _after_attention(
-        self, residual: Tensor, attention_output: Tensor, final_norm: bool, ffn_output: Tensor | None = None
-    ) -> Tensor:
-        """The block from the residual addition on: norms and FFN (and the stack's final norm if asked).
-
-        Parallel blocks add the FFN output computed from the block input, given as ``ffn_output`` (it does not
-        depend on the attention).
-        """
-        post_attention, post_ffn = self.norms.get("post_attention_norm"), self.norms.get("post_ffn_norm")
-        attention_output = attention_output.to(residual.dtype)
-        if post_attention is not None:
-            attention_output = post_attention(attention_output)
-        if self.adapter.parallel:
-            out = residual + attention_output + (post_ffn(ffn_output) if post_ffn is not None else ffn_output)
-        elif self.adapter.pre_norm:
-            m = residual + attention_output
-            ffn = self._ffn(self.norm2(m) if self.norm2 is not None else m)
-            out = m + (post_ffn(ffn) if post_ffn is not None else ffn)
-        else:
-            h = self.norm1(residual + attention_output)
-            out = self.norm2(h + self._ffn(h))
-        if final_norm and self.final_norm is not None:
-            out = self.final_norm(out)
-        return out
+    def modules(self) -> BlockModules:
+        """The block's modules as callables for :mod:`inseq_mixing.block`'s recomputations."""
+        return BlockModules(
+            norm1=self.norm1,
+            norm2=self.norm2,
+            ffn=self._ffn,
+            post_attention_norm=self.norms.get("post_attention_norm"),
+            post_ffn_norm=self.norms.get("post_ffn_norm"),
+        )
 
     def _rest_of_block(self, residual: Tensor, ffn_output: Tensor) -> RestOfBlock | None:
         """Recompute what follows the attention for single tokens, with the block's own modules."""
@@ -328,25 +312,26 @@ class _BlockRecorder:
             return self._rest_through_cross_attention(residual)
         if not self.adapter.ffn_is_per_token:
             return None
+        form, modules, final = self.adapter.form, self.modules(), self.final_norm
 
         def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
             with self.session.pause():
                 x = residual[batch_idx, query_idx].unsqueeze(0)
-                ffn = ffn_output[batch_idx, query_idx].unsqueeze(0) if self.adapter.parallel else None
-                return self._after_attention(x, attention_output.unsqueeze(0), final_norm, ffn).squeeze(0)
+                ffn = ffn_output[batch_idx, query_idx].unsqueeze(0)
+                out = form.rest_of_block(modules, x, attention_output.unsqueeze(0), ffn)
+                return (final(out) if final_norm and final is not None else out).squeeze(0)
 
         return rest
 
     def _rest_through_cross_attention(self, residual: Tensor) -> RestOfBlock:
         """Decoder self-attention: the residual addition, then the same block's cross-attention and FFN."""
         follow = self.following.follow_from_residual()
+        form, modules = self.adapter.form, self.modules()
 
         def rest(attention_output: Tensor, batch_idx: Tensor, query_idx: Tensor, *, final_norm: bool = False) -> Tensor:
             with self.session.pause():
-                x = residual[batch_idx, query_idx]
-                stream = x + attention_output.to(x.dtype)
-                if not self.adapter.pre_norm:
-                    stream = self.norm1(stream.unsqueeze(0)).squeeze(0)
+                x = residual[batch_idx, query_idx].unsqueeze(0)
+                stream = form.stream_after_attention(modules, x, attention_output.unsqueeze(0)).squeeze(0)
                 return follow(stream, batch_idx, final_norm)
 
         return rest
@@ -368,7 +353,8 @@ class _BlockRecorder:
             b_o_d=b_o,
             scaling=scaling,
         )
-        reads = self.slots["norm1_output"] if self.adapter.pre_norm else self.slots["residual"]
+        form, modules, final = self.adapter.form, self.modules(), self.final_norm
+        reads = self.slots["norm1_output"] if form.attention_reads_norm1 else self.slots["residual"]
         batch, n_queries, d_model = reads.shape
         every_b = torch.arange(batch, device=reads.device).repeat_interleave(n_queries)
         with self.session.pause():
@@ -382,9 +368,9 @@ class _BlockRecorder:
 
         def follow(stream: Tensor, batch_idx: Tensor, final_norm: bool) -> Tensor:
             with self.session.pause():
-                reads = self.norm1(stream.unsqueeze(0)).squeeze(0) if self.adapter.pre_norm else stream
-                output = attend(reads, batch_idx)
-                return self._after_attention(stream.unsqueeze(0), output.unsqueeze(0), final_norm).squeeze(0)
+                output = attend(form.attention_input(modules, stream.unsqueeze(0)).squeeze(0), batch_idx)
+                out = form.rest_of_block(modules, stream.unsqueeze(0), output.unsqueeze(0))
+                return (final(out) if final_norm and final is not None else out).squeeze(0)
 
         return follow
 

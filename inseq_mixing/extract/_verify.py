@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DecompositionError
-from ..measures._norms import bias_or_zero, linearized
+from ..norms import bias_or_zero, linearized
 from ..record import AttentionRecord, LayerRecord, NormRecord
 
 FP32_TOLERANCE = 1e-5
@@ -68,8 +68,6 @@ def norm_output(norm: NormRecord) -> Tensor:
 def layer_checks(record: LayerRecord) -> dict[str, tuple[Tensor, Tensor]]:
     """Every identity the decomposition relies on, as ``name -> (rebuilt, real)`` pairs."""
     attn_out = record.attention.output.float()
-    ffn_out = record.ffn_output.float()
-    x = record.residual.float()
     directions = sketch_directions(attn_out.shape[-1], attn_out.device)
     checks = {
         f"attention output = Σ_h α^h v^h W_O^h + b_O (along {SKETCH_DIRECTIONS} random directions)": (
@@ -86,32 +84,7 @@ def layer_checks(record: LayerRecord) -> dict[str, tuple[Tensor, Tensor]]:
     for name, norm in norms.items():
         if norm is not None:
             checks[f"{name} output = linearized {name}"] = (norm_output(norm), norm.output)
-    added_attention, added_ffn = attn_out, ffn_out  # what the residual additions add
-    if record.post_attention_norm is not None:
-        checks["post-attention norm input = attention output"] = (attn_out, record.post_attention_norm.input)
-        added_attention = record.post_attention_norm.output.float()
-    if record.post_ffn_norm is not None:
-        checks["post-FFN norm input = FFN output"] = (ffn_out, record.post_ffn_norm.input)
-        added_ffn = record.post_ffn_norm.output.float()
-    if record.parallel or record.pre_norm:
-        if record.norm1 is not None:
-            checks["norm1 input = block input"] = (record.norm1.input, x)
-        stream = x + added_attention
-        if record.parallel:
-            if record.norm2 is not None:
-                checks["norm2 input = block input"] = (record.norm2.input, x)
-            checks["block output = block input + attention output + FFN output"] = (stream + added_ffn, record.output)
-        else:
-            if record.norm2 is not None:
-                checks["norm2 input = block input + attention output"] = (stream, record.norm2.input)
-            checks["block output = stream after attention + FFN output"] = (stream + added_ffn, record.output)
-    else:
-        checks["norm1 input = block input + attention output"] = (x + added_attention, record.norm1.input)
-        checks["norm2 input = norm1 output + FFN output"] = (
-            record.norm1.output.float() + added_ffn,
-            record.norm2.input,
-        )
-        checks["block output = norm2 output"] = (record.norm2.output, record.output)
+    checks.update(record.form.stream_identities(record))
     return checks
 
 

@@ -8,7 +8,8 @@ _FFN = ("fc1", "activation_fn", "fc2")
 def bart_family(family: str, *, pre_norm: bool) -> EncoderDecoderAdapter:
     """The three views of a BART-style model; pre-LN variants also have a final norm on each stack."""
     # Learned (BART, mBART) or fixed sinusoidal (Marian) tables of max_position_embeddings rows.
-    common = {"norm_kind": "layer", "pre_norm": pre_norm, "value_split": None, "position_kind": "absolute"}
+    layout = "pre_ln" if pre_norm else "post_ln"
+    common = {"norm_kind": "layer", "layout": layout, "value_split": None, "position_kind": "absolute"}
     encoder = Adapter(
         family=family,
         blocks="encoder.layers",

@@ -17,7 +17,7 @@ BERT = Adapter(
     norm2="output.LayerNorm",
     ffn=("intermediate", "output.dense"),
     norm_kind="layer",
-    pre_norm=False,
+    layout="post_ln",
     is_causal=False,
     position_kind="absolute",
 )

@@ -18,7 +18,7 @@ BLOOM = Adapter(
     norm2="post_attention_layernorm",
     ffn=("mlp.dense_h_to_4h", "mlp.gelu_impl", "mlp.dense_4h_to_h"),
     norm_kind="layer",
-    pre_norm=True,
+    layout="pre_ln",
     is_causal=True,
     final_norm="ln_f",
 )

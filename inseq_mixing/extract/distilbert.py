@@ -12,7 +12,7 @@ DISTILBERT = Adapter(
     norm2="output_layer_norm",
     ffn=("ffn",),
     norm_kind="layer",
-    pre_norm=False,
+    layout="post_ln",
     position_kind="absolute",
     is_causal=False,
 )

@@ -33,8 +33,7 @@ FALCON = Adapter(
     norm2="input_layernorm",
     ffn=("mlp",),
     norm_kind="layer",
-    pre_norm=True,
-    parallel=True,
+    layout="parallel",
     is_causal=True,
     final_norm="ln_f",
 )

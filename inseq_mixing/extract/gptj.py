@@ -23,8 +23,7 @@ GPTJ = Adapter(
     norm2="ln_1",
     ffn=("mlp",),
     norm_kind="layer",
-    pre_norm=True,
-    parallel=True,
+    layout="parallel",
     is_causal=True,
     final_norm="ln_f",
 )

@@ -13,7 +13,7 @@ from .llama import LLAMA
 
 QWEN3 = replace(LLAMA, family="Qwen3")
 STABLELM = replace(LLAMA, family="StableLM", norm_kind="layer", norm_eps_attr="eps")
-STABLELM_PARALLEL = replace(STABLELM, parallel=True, norm2="input_layernorm")
+STABLELM_PARALLEL = replace(STABLELM, layout="parallel", norm2="input_layernorm")
 """StableLM with ``use_parallel_residual=True``."""
 
 

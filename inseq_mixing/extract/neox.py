@@ -28,13 +28,12 @@ GPT_NEOX = Adapter(
     norm2="post_attention_layernorm",
     ffn=("mlp",),
     norm_kind="layer",
-    pre_norm=True,
-    parallel=True,
+    layout="parallel",
     is_causal=True,
     final_norm="final_layer_norm",
 )
 
-GPT_NEOX_SEQUENTIAL = replace(GPT_NEOX, parallel=False)
+GPT_NEOX_SEQUENTIAL = replace(GPT_NEOX, layout="pre_ln")
 """GPT-NeoX with ``use_parallel_residual=False``: the FFN's norm reads the stream after attention."""
 
 

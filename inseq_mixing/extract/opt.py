@@ -21,7 +21,7 @@ XGLM = Adapter(
     norm2="final_layer_norm",
     ffn=("fc1", "activation_fn", "fc2"),
     norm_kind="layer",
-    pre_norm=True,
+    layout="pre_ln",
     is_causal=True,
     final_norm="layer_norm",
 )
@@ -30,7 +30,7 @@ OPT = replace(
     XGLM, family="OPT", blocks="decoder.layers", final_norm="decoder.final_layer_norm", position_kind="absolute"
 )
 
-OPT_POST_LN = replace(OPT, pre_norm=False, final_norm=None)
+OPT_POST_LN = replace(OPT, layout="post_ln", final_norm=None)
 """OPT with ``do_layer_norm_before=False`` (OPT-350m)."""
 
 

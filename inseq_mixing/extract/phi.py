@@ -22,8 +22,7 @@ PHI = Adapter(
     norm2="input_layernorm",
     ffn=("mlp",),
     norm_kind="layer",
-    pre_norm=True,
-    parallel=True,
+    layout="parallel",
     is_causal=True,
     final_norm="final_layernorm",
 )

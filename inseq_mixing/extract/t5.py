@@ -4,7 +4,7 @@ from ._adapter import Adapter, EncoderDecoderAdapter
 
 _COMMON = {
     "norm_kind": "rms",
-    "pre_norm": True,
+    "layout": "pre_ln",
     "norm_eps_attr": "variance_epsilon",
     "weights_index": 2,
     "strip_requested_weights": True,

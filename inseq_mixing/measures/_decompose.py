@@ -16,9 +16,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..norms import bias_or_zero, inverse_scale, linear_part
 from ..record import AttentionRecord, LayerRecord, NormRecord
 from ._chunks import CPU_SLICE_BYTES, query_chunks
-from ._norms import bias_or_zero, inverse_scale, linear_part
 
 
 def head_vectors(

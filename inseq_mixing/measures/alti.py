@@ -6,10 +6,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..norms import bias_or_zero
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
 from ._decompose import apply_linear_parts, attended_sum, attention_parts, row_scale
-from ._norms import bias_or_zero
 
 CPU_BLOCK_BYTES = 2 << 20
 """Upper bound on one ``[key, query, d_model]`` block on CPU: blocks that stay in a core's cache run fastest."""
@@ -51,7 +51,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
         for cross-attention; rows are divided by their sum by :func:`inseq_mixing.context_mixing`).
     """
     parts = attention_parts(record)
-    norms = () if record.pre_norm or record.parallel else (record.norm1,)
+    norms = record.norms(record.form.norms_to("stream"))
     alpha_bhqk, query_scale_bq = parts.alpha, parts.query_scale
     batch, _, n_queries, n_keys = alpha_bhqk.shape
     f_bhkd = parts.head_vectors(norms)
@@ -102,7 +102,7 @@ def alti(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
                 y_hat_kqd = y_hat_bqd[b, queries].expand(alpha_kqh_chunk.shape[0], -1, -1)
                 residual_kqd = torch.baddbmm(y_hat_kqd, alpha_kqh_chunk, f_khd[keys], beta=1, alpha=-1)
                 distance_bqk[b, queries, keys] = torch.abs(residual_kqd, out=residual_kqd).sum(-1).T
-    if record.is_cross_attention:  # the residual is its own, last column: ‖ŷ_i − L x_i‖₁
+    if record.form.residual_in_column:  # the residual is its own, last column: ‖ŷ_i − L x_i‖₁
         distance_bqk = torch.cat([distance_bqk, (y_hat_bqd - x_bqd).abs().sum(-1)[..., None]], dim=-1)
     else:  # the diagonal carries the residual: ‖ŷ_i − Σ_h α^h_ii L f^h_i − L x_i‖₁
         alpha_diag_bhq = alpha_bhqk.diagonal(dim1=-2, dim2=-1).float() * query_scale_bq[:, None]

@@ -31,5 +31,5 @@ def attention_norm_res(
         residual=record.residual,
         norms=(),
         memory_budget=memory_budget,
-        residual_column=record.is_cross_attention,
+        residual_column=record.form.residual_in_column,
     )

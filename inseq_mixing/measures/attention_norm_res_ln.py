@@ -5,23 +5,9 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor
 
-from ..record import LayerRecord, NormRecord
+from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
 from ._decompose import attention_parts, transformed_l2_norms
-
-
-def norm_after_residual(record: LayerRecord) -> NormRecord | None:
-    """The norm that reads ``x + Attn(·)``: norm1 in a post-LN block, norm2 (the FFN's input norm) in a pre-LN one,
-    none in a parallel block (its FFN reads the block input) or where the FFN reads the stream unnormalized."""
-    if record.parallel:
-        return None
-    return record.norm2 if record.pre_norm else record.norm1
-
-
-def norms_after_residual(record: LayerRecord) -> tuple[NormRecord, ...]:
-    """:func:`norm_after_residual` as a (possibly empty) tuple."""
-    norm = norm_after_residual(record)
-    return () if norm is None else (norm,)
 
 
 def attention_norm_res_ln(
@@ -49,7 +35,7 @@ def attention_norm_res_ln(
     return transformed_l2_norms(
         attention_parts(record),
         residual=record.residual,
-        norms=norms_after_residual(record),
+        norms=record.norms(record.form.norms_to("ffn_input")),
         memory_budget=memory_budget,
-        residual_column=record.is_cross_attention,
+        residual_column=record.form.residual_in_column,
     )

@@ -8,7 +8,6 @@ from torch import Tensor
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
 from ._decompose import attention_parts, transformed_l2_norms
-from .attention_norm_res_ln import norms_after_residual
 
 
 def globenc(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Float[Tensor, "batch query key"]:
@@ -30,11 +29,10 @@ def globenc(record: LayerRecord, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) 
     Returns:
         Unnormalized norms ``[batch, query, key]`` in float32.
     """
-    norms = (record.norm1, record.norm2) if not (record.pre_norm or record.parallel) else norms_after_residual(record)
     return transformed_l2_norms(
         attention_parts(record),
         residual=record.residual,
-        norms=norms,
+        norms=record.norms(record.form.norms_to("output_without_ffn")),
         memory_budget=memory_budget,
-        residual_column=record.is_cross_attention,
+        residual_column=record.form.residual_in_column,
     )

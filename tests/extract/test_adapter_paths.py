@@ -39,9 +39,9 @@ def test_every_path_field_is_covered() -> None:
     """The table above lists every module-path field the adapter declares (a new field must be added here)."""
     fields = {f.name for f in dataclasses.fields(Adapter)}
     not_paths = {
-        "family", "norm_kind", "pre_norm", "is_causal", "norm_eps_attr", "norm_weight_offset", "value_split",
+        "family", "norm_kind", "layout", "is_causal", "norm_eps_attr", "norm_weight_offset", "value_split",
         "weights_index", "ffn_is_per_token", "is_cross_attention", "strip_requested_weights", "scaling_attr",
-        "parallel", "position_kind", "position_offset",
+        "position_kind", "position_offset",
     }  # fmt: skip
     assert fields - not_paths == set(PATH_FIELDS)
 

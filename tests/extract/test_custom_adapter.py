@@ -23,7 +23,7 @@ GPT_NEO = Adapter(
     norm2="ln_2",
     ffn=("mlp",),
     norm_kind="layer",
-    pre_norm=True,
+    layout="pre_ln",
     is_causal=True,
 )
 

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from inseq_mixing.block import BlockForm
 from inseq_mixing.measures import alti, attention, attention_norm, attention_norm_res, attention_norm_res_ln
 from inseq_mixing.record import AttentionRecord, LayerRecord, NormRecord
 from inseq_mixing.rollout import normalize_rows
@@ -24,7 +25,7 @@ def pre_ln_record() -> LayerRecord:
     rms = m.pow(2).mean(-1, keepdim=True).sqrt()
     return LayerRecord(
         layer_idx=0,
-        pre_norm=True,
+        form=BlockForm("pre_ln"),
         residual=x,
         attention=AttentionRecord(
             alpha=torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]]),

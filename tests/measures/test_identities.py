@@ -15,11 +15,12 @@ from .._naive import (
     alti_bias,
     attention_added,
     attention_vectors,
+    bias_through_norms,
     naive_measure,
-    norm_after_residual,
-    norm_bias,
+    norms_to,
     output_bias,
-    through_norm,
+    stream_after_attention,
+    through_norms,
     with_residual,
 )
 
@@ -56,24 +57,21 @@ def test_attention_vectors_sum_to_what_the_attention_adds(model: PreTrainedModel
 def test_residual_vectors_through_norm_sum_to_norm_output(model: PreTrainedModel) -> None:
     """+RES1+LN1: ``Σ_j t_ij + γ P b_O / σ + β`` is the output of the norm after the residual addition."""
     for record in collect_records(model, sample_inputs(model)):
-        norm = norm_after_residual(record)
+        norms = norms_to(record, "ffn_input")
         r = with_residual(record, attention_vectors(record))
-        if norm is None:  # parallel blocks, or an FFN reading the stream unnormalized: the stream itself
+        if not norms:  # parallel blocks, or an FFN reading the stream unnormalized: the stream itself
             assert_close(r.sum(2) + output_bias(record), record.residual.double() + attention_added(record))
             continue
-        t = through_norm(norm, r)
-        bias = through_norm(norm, output_bias(record)) + norm_bias(norm)
-        assert_close(t.sum(2) + bias, norm.output)
+        bias = bias_through_norms(norms, output_bias(record))
+        assert_close(through_norms(norms, r).sum(2) + bias, norms[-1].output)
 
 
 def test_alti_resultant_is_the_real_output(model: PreTrainedModel) -> None:
     """ALTI's transformed vectors plus bias terms rebuild the norm-1 output (post-LN) or residual stream (pre-LN)."""
     for record in collect_records(model, sample_inputs(model)):
         r = with_residual(record, attention_vectors(record))
-        pre = record.pre_norm or record.parallel
-        transformed = r if pre else through_norm(record.norm1, r)
-        real = record.residual.double() + attention_added(record) if pre else record.norm1.output
-        assert_close(transformed.sum(2) + alti_bias(record), real)
+        transformed = through_norms(norms_to(record, "stream"), r)
+        assert_close(transformed.sum(2) + alti_bias(record), stream_after_attention(record))
 
 
 @pytest.mark.parametrize("model_type", [t for t in SUPPORTED_TINY_TYPES if ADAPTERS[t].is_causal])
