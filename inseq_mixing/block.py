@@ -134,6 +134,8 @@ class BlockForm:
         if record.post_ffn_norm is not None:
             checks["post-FFN norm input = FFN output"] = (ffn, record.post_ffn_norm.input)
             added_ffn = record.post_ffn_norm.output.float()
+        if record.ffn is not None:
+            checks[f"FFN input = {self.ffn_reads(record)[0]}"] = (record.ffn.input, self.ffn_reads(record)[1])
         if self.layout == "post_ln":
             checks["norm1 input = block input + attention output"] = (x + added_attention, record.norm1.input)
             checks["norm2 input = norm1 output + FFN output"] = (record.norm1.output.float() + added_ffn,
@@ -152,6 +154,18 @@ class BlockForm:
                 checks["norm2 input = block input + attention output"] = (stream, record.norm2.input)
             checks["block output = stream after attention + FFN output"] = (stream + added_ffn, record.output)
         return checks
+
+    def ffn_reads(self, record: LayerRecord) -> tuple[str, Tensor]:
+        """What the FFN reads, as ``(name, the recorded tensor)``: ``norm1`` output post-LN, ``norm2`` output
+        otherwise (or, without it, the stream after attention; in a parallel block, the block input)."""
+        if self.layout == "post_ln":
+            return "norm1 output", record.norm1.output
+        if record.norm2 is not None:
+            return "norm2 output", record.norm2.output
+        if self.layout == "parallel":
+            return "block input", record.residual
+        added = record.attention.output if record.post_attention_norm is None else record.post_attention_norm.output
+        return "block input + attention output", record.residual.float() + added.float()
 
     def stream_after_attention(self, modules: BlockModules, residual: Tensor, attention_output: Tensor) -> Tensor:
         """The residual stream right after the attention's residual addition, recomputed with the block's modules."""

@@ -20,7 +20,7 @@ from typing import NoReturn
 from torch import Tensor
 
 from . import errors
-from .mixing import METHODS, ROLLOUT_ALIASES
+from .mixing import METHODS, resolve_method
 
 INSEQ_COMMANDS = ("attribute", "attribute-dataset", "attribute-context")
 """inseq's own commands, run unchanged with the context-mixing methods available to ``-a``."""
@@ -200,7 +200,7 @@ def _single_stack(args: argparse.Namespace, model, tokenizer, encoded, tokens: l
     from .mixing import context_mixing
 
     mixing = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
-    kind = "rollout" if args.rollout or args.method in ROLLOUT_ALIASES else "layer-wise"
+    kind = "rollout" if args.rollout or resolve_method(args.method)[1] else "layer-wise"
     return [Stack(kind, "rows sum to 1 over the columns", mixing, tokens, tokens)]
 
 
@@ -210,7 +210,6 @@ def _cross_stack(method: str, cross: Tensor, tokens: list[str], target_tokens: l
     Measures without the residual (``attention``, ``attention_norm``) and value zeroing leave that column at 0; it
     is dropped rather than shown as a measured 0.
     """
-    from .mixing import resolve_method
 
     name = "cross-attention, layer-wise"
     if resolve_method(method)[0].includes_residual and bool(cross[..., -1].abs().max() > 0):
@@ -229,7 +228,7 @@ def _encoder_decoder_stacks(args: argparse.Namespace, model, tokenizer, encoded,
     start = torch.tensor([[model.config.decoder_start_token_id]])
     target_ids = torch.cat([start, target_ids], dim=1)
     target_tokens = tokenizer.convert_ids_to_tokens(target_ids[0].tolist())
-    rollout = args.rollout or args.method in ROLLOUT_ALIASES
+    rollout = args.rollout or resolve_method(args.method)[1]
     mixing = context_mixing(model, encoded["input_ids"], args.method, decoder_input_ids=target_ids, rollout=rollout)
     if not rollout:
         return [_cross_stack(args.method, mixing.cross[0], tokens, target_tokens),

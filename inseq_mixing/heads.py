@@ -9,10 +9,12 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from .errors import InvalidInputError
-from .extract import EncoderDecoderAdapter, get_adapter, recording
+from .extract import EncoderDecoderAdapter, get_adapter
 from .extract.heads import ablate_heads, check_heads, merge_heads, mixed_heads
-from .inputs import check_model, prepare_inputs
+from .inputs import check_model
+from .measures import Measure
 from .record import LayerRecord
+from .run import Request, run
 
 
 @no_type_check  # validates its own arguments (inputs.py): users get a message, not a type-check error
@@ -41,28 +43,39 @@ def attention_patterns(
         ``[batch, query, key]`` for one head, ``[batch, head, query, key]`` for all; rows sum to 1.
     """
     model = check_model(model)
-    adapter = get_adapter(model)
     unknown = set(forward_kwargs) - {"decoder_input_ids", "decoder_attention_mask"}
     if unknown:
         raise TypeError(f"attention_patterns got unknown argument(s) {sorted(unknown)}; it takes decoder_input_ids "
                         "and decoder_attention_mask besides input_ids and attention_mask.")  # fmt: skip
-    if isinstance(adapter, EncoderDecoderAdapter):
+    if isinstance(get_adapter(model), EncoderDecoderAdapter):
         stack = "encoder" if stack == "layers" else stack
-    inputs = prepare_inputs(model, adapter, input_ids, attention_mask, **forward_kwargs)
-    found: dict[str, Tensor] = {}
-
-    def keep(record: LayerRecord) -> None:
-        if record.stack == stack and record.layer_idx == layer:
-            found["alpha"] = record.attention.alpha.float()
-
-    with recording(model, adapter, keep):
-        model.base_model(**inputs.forward)
-    if "alpha" not in found:
+    request = Request(_ONE_LAYER, {"stack": stack, "layer": layer})
+    result = run(model, input_ids, [request], attention_mask=attention_mask, **forward_kwargs)
+    alpha = result.results[_ONE_LAYER.name]
+    if alpha is None:
         raise InvalidInputError(f"No layer {layer} in the {stack!r} stack of {type(model).__name__}.")
-    alpha = found["alpha"]
     if head is None:
         return alpha
     return alpha[:, check_heads([head], alpha.shape[1], f"layer {layer}")[0]]
+
+
+class _OneLayerWeights:
+    """Keeps the attention weights of one layer of one stack (a cross-layer state: the other layers are dropped)."""
+
+    def __init__(self, *, memory_budget: int, stack: str, layer: int) -> None:
+        self.stack, self.layer_idx = stack, layer
+        self.alpha: Tensor | None = None
+
+    def layer(self, record: LayerRecord) -> None:
+        if record.stack == self.stack and record.layer_idx == self.layer_idx:
+            self.alpha = record.attention.alpha.float()
+
+    def result(self, head: object) -> Tensor | None:
+        return self.alpha
+
+
+_ONE_LAYER = Measure("attention_patterns", state=_OneLayerWeights, inseq=False)
+"""The run layer's request behind :func:`attention_patterns` (not in the public measure table)."""
 
 
 @no_type_check  # validates its own arguments (inputs.py): users get a message, not a type-check error

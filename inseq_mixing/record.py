@@ -98,6 +98,7 @@ class FFNRecord:
         w_out: The second projection, ``[d_ff, d_model]``.
         b_out: Its bias, or ``None``.
         output: The FFN's real output, ``[batch, query, d_model]`` (before any post-FFN norm).
+        activation_input: What the activation module really received (checked to equal ``pre_activation``).
     """
 
     input: Float[Tensor, "batch query d_model"]
@@ -112,6 +113,7 @@ class FFNRecord:
     w_out: Float[Tensor, "d_ff d_model"]
     b_out: Float[Tensor, " d_model"] | None
     output: Float[Tensor, "batch query d_model"]
+    activation_input: Float[Tensor, "batch query d_ff"]
 
     @property
     def is_gated(self) -> bool:
@@ -178,6 +180,8 @@ class LayerRecord:
         """
         tensors = [self.residual, self.attention.alpha, self.attention.values, self.attention.output]
         tensors += [self.ffn_output, self.output]
+        if self.ffn is not None:
+            tensors += [self.ffn.input, self.ffn.pre_activation, self.ffn.activated, self.ffn.output]
         for norm in (self.norm1, self.norm2, self.post_attention_norm, self.post_ffn_norm):
             if norm is not None:
                 tensors += [norm.input, norm.output]
@@ -188,3 +192,21 @@ def lowest_precision(dtypes: Iterable[torch.dtype]) -> torch.dtype:
     """The floating-point dtype with the largest machine epsilon among ``dtypes`` (non-float dtypes are ignored)."""
     floats = [dtype for dtype in dtypes if dtype.is_floating_point]
     return max(floats, key=lambda dtype: torch.finfo(dtype).eps) if floats else torch.float32
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """What the model computes after its last block, for measures that explain its predictions.
+
+    Attributes:
+        hidden: The last block's output ``[batch, query, d_model]`` (the final norm's input).
+        final_norm: The model's final norm with its true input, or ``None`` if it has none.
+        output_weight: The output layer's rows ``[n_outputs, d_model]`` (the unembedding of a causal LM), or
+            ``None`` when the model has no such head (a bare model).
+        output_bias: Its bias ``[n_outputs]``, or ``None``.
+    """
+
+    hidden: Float[Tensor, "batch query d_model"]
+    final_norm: NormRecord | None
+    output_weight: Float[Tensor, "n_outputs d_model"] | None
+    output_bias: Float[Tensor, " n_outputs"] | None

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from inseq_mixing.extract import ADAPTERS, Adapter, EncoderDecoderAdapter, recording
 from inseq_mixing.extract import get_adapter as _get_adapter
+from inseq_mixing.measures import MEASURES, Measure
 from inseq_mixing.record import LayerRecord
 
 from ._tiny_models import TINY_CONFIGS, build_tiny_model
@@ -23,6 +24,12 @@ SUPPORTED_SEQ2SEQ_TYPES = tuple(
     sorted(t for t in ADAPTERS if t in TINY_CONFIGS and isinstance(ADAPTERS[t], EncoderDecoderAdapter))
 )
 """Every encoder-decoder adapter's model type that has a tiny test config."""
+
+
+LAYER_MEASURES: dict[str, Measure] = {
+    name: m for name, m in MEASURES.items() if m.fn is not None and m.fn.__name__ == name
+}
+"""Every per-layer measure function once (``attention_rollout`` is ``attention``'s function, rolled out)."""
 
 
 @functools.cache

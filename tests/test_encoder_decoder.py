@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from inseq_mixing import METHODS, context_mixing
-from inseq_mixing.measures import MEASURES
 from inseq_mixing.rollout import encoder_decoder_rollout
 
-from ._helpers import SUPPORTED_SEQ2SEQ_TYPES, collect_records
+from ._helpers import LAYER_MEASURES, SUPPORTED_SEQ2SEQ_TYPES, collect_records
 from ._naive import (
     alti_bias,
     attention_vectors,
@@ -60,10 +59,10 @@ def test_every_view_is_recorded(model_type: str) -> None:
     assert all(cross == (stack == "cross") for stack, _, cross in stacks)
 
 
-@pytest.mark.parametrize("name", sorted(set(MEASURES) - {"value_zeroing"}))
+@pytest.mark.parametrize("name", sorted(set(LAYER_MEASURES) - {"value_zeroing"}))
 def test_measures_equal_their_definitions_on_every_view(model_type: str, name: str) -> None:
     for record in records(model_type):
-        assert_close(MEASURES[name](record), naive_measure(record, name))
+        assert_close(LAYER_MEASURES[name](record), naive_measure(record, name))
 
 
 def test_parts_add_up_to_the_real_outputs(model_type: str) -> None:

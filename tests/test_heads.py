@@ -8,7 +8,7 @@ from transformers import PreTrainedModel
 
 from inseq_mixing import context_mixing
 from inseq_mixing.extract import get_adapter
-from inseq_mixing.extract.heads import HEAD_MIX_ATTR
+from inseq_mixing.extract.heads import active_head_mixes
 from inseq_mixing.heads import ablate_heads, attention_patterns, merge_heads, top_attended
 
 from ._helpers import sample_inputs, tiny_model
@@ -70,7 +70,8 @@ def test_everything_is_restored_after_an_error() -> None:
     with pytest.raises(RuntimeError, match="boom"), ablate_heads(model, {0: [1]}), merge_heads(model, 1, 0, 1):
         raise RuntimeError("boom")
     assert hook_count(model) == before
-    assert not any(hasattr(m, HEAD_MIX_ATTR) for m in model.modules())
+    assert active_head_mixes(model) == {}
+    assert not any(k.startswith("_inseq_mixing") for m in model.modules() for k in vars(m))  # nothing on modules
 
 
 def test_merged_heads_output_the_interpolation() -> None:

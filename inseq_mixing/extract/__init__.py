@@ -10,9 +10,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..errors import UnsupportedArchitectureError
-from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter
-from ._hooks import OnLayer, recording
+from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter, FFNParts
 from ._modules import eager_attention, resolve
+from ._recording import OnHead, OnLayer, recording
 from .bart import BART, MBART
 from .bert import BERT, ELECTRA, ROBERTA
 from .bloom import BLOOM
@@ -114,6 +114,8 @@ __all__ = [
     "Adapter",
     "AdapterChoice",
     "EncoderDecoderAdapter",
+    "FFNParts",
+    "OnHead",
     "OnLayer",
     "blocks_of",
     "eager_attention",

@@ -23,6 +23,27 @@ view of the fused output (basic slicing), so that tests can zero values in place
 
 
 @dataclass(frozen=True)
+class FFNParts:
+    """Where a feed-forward network's parts live, relative to a block: ``F(h) = out(act(gate(h)) ⊙ up(h))``.
+
+    Attributes:
+        gate: The projection the activation reads: the first projection of a plain FFN, the gate of a gated one
+            (SwiGLU, GeGLU); for a fused gate/up projection (``fused_gate_up``) the fused module.
+        act: The activation module (GELU variants, ReLU, SiLU...), called on the gate's output.
+        out: The second projection, whose output is the FFN's output.
+        up: Gated FFNs: the projection multiplied by the activated gate; ``None`` for a plain FFN.
+        fused_gate_up: ``gate`` outputs ``[gate | up]`` halves, split before the activation (Phi-3's
+            ``gate_up_proj``).
+    """
+
+    gate: str
+    act: str
+    out: str
+    up: str | None = None
+    fused_gate_up: bool = False
+
+
+@dataclass(frozen=True)
 class Adapter:
     """Maps the canonical parts of a Transformer block to module paths of a Hugging Face model.
 
@@ -75,6 +96,10 @@ class Adapter:
             but were never trained on (a warning); ``"relative"``: no limit.
         position_offset: Positions the embedding table reserves before the first token (RoBERTa counts from
             ``pad_token_id + 1 = 2``).
+        ffn_parts: The FFN's parts, for measures that decompose through it (one layout, or alternatives of which
+            the first whose modules exist in a block is used: T5's plain and gated FFNs); ``None`` where the view's
+            "FFN" is not a feed-forward network (a decoder's self-attention view, whose next step is the
+            cross-attention).
     """
 
     family: str
@@ -105,6 +130,7 @@ class Adapter:
     post_ffn_norm: str | None = None
     position_kind: PositionKind = "computed"
     position_offset: int = 0
+    ffn_parts: FFNParts | tuple[FFNParts, ...] | None = None
 
     @property
     def form(self) -> BlockForm:

@@ -85,6 +85,37 @@ def layer_checks(record: LayerRecord) -> dict[str, tuple[Tensor, Tensor]]:
         if norm is not None:
             checks[f"{name} output = linearized {name}"] = (norm_output(norm), norm.output)
     checks.update(record.form.stream_identities(record))
+    if record.ffn is not None:
+        checks.update(ffn_checks(record))
+    return checks
+
+
+def ffn_checks(record: LayerRecord) -> dict[str, tuple[Tensor, Tensor]]:
+    """The FFN rebuilt from its recorded parts equals what the modules computed (projections along random
+    directions, as for the attention)."""
+    ffn = record.ffn
+    h = ffn.input.float()
+    d_ff, d_model = ffn.w_out.shape
+    dir_f, dir_d = sketch_directions(d_ff, h.device), sketch_directions(d_model, h.device)
+
+    def projected(x: Tensor, weight: Tensor, bias: Tensor | None, directions: Tensor) -> Tensor:
+        out = x @ (weight.float() @ directions)
+        return out if bias is None else out + bias.float() @ directions
+
+    checks = {
+        "FFN activation input = gate projection output": (ffn.activation_input, ffn.pre_activation),
+        "FFN gate projection = h W_in + b_in": (
+            projected(h, ffn.w_in, ffn.b_in, dir_f),
+            ffn.pre_activation.float() @ dir_f,
+        ),
+        "FFN output = the block's FFN output": (ffn.output, record.ffn_output),
+    }
+    hidden = ffn.activated.float()
+    if ffn.is_gated:
+        checks["FFN up projection = h W_up + b_up"] = (projected(h, ffn.w_up, ffn.b_up, dir_f), ffn.up.float() @ dir_f)
+        hidden = hidden * ffn.up.float()
+    checks["FFN output = (f(u) ⊙ g) W_out + b_out"] = (projected(hidden, ffn.w_out, ffn.b_out, dir_d),
+                                                      ffn.output.float() @ dir_d)  # fmt: skip
     return checks
 
 

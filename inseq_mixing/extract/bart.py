@@ -1,8 +1,9 @@
 """BART and Marian (post-LN), mBART and M2M100/NLLB (pre-LN): encoder-decoders with the same module names."""
 
-from ._adapter import Adapter, EncoderDecoderAdapter
+from ._adapter import Adapter, EncoderDecoderAdapter, FFNParts
 
 _FFN = ("fc1", "activation_fn", "fc2")
+_FFN_PARTS = FFNParts(gate="fc1", act="activation_fn", out="fc2")
 
 
 def bart_family(family: str, *, pre_norm: bool) -> EncoderDecoderAdapter:
@@ -19,6 +20,7 @@ def bart_family(family: str, *, pre_norm: bool) -> EncoderDecoderAdapter:
         norm1="self_attn_layer_norm",
         norm2="final_layer_norm",
         ffn=_FFN,
+        ffn_parts=_FFN_PARTS,
         is_causal=False,
         final_norm="encoder.layer_norm" if pre_norm else None,
         **common,
@@ -46,6 +48,7 @@ def bart_family(family: str, *, pre_norm: bool) -> EncoderDecoderAdapter:
         norm1="encoder_attn_layer_norm",
         norm2="final_layer_norm",
         ffn=_FFN,
+        ffn_parts=_FFN_PARTS,
         residual_source=("encoder_attn_layer_norm", "input") if pre_norm else ("self_attn_layer_norm", "output"),
         is_cross_attention=True,
         query="encoder_attn.q_proj",

@@ -5,7 +5,7 @@ ELECTRA's ``embeddings_project`` (embedding size ≠ hidden size) runs before th
 
 from dataclasses import replace
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 
 BERT = Adapter(
     family="BERT",
@@ -16,6 +16,7 @@ BERT = Adapter(
     norm1="attention.output.LayerNorm",
     norm2="output.LayerNorm",
     ffn=("intermediate", "output.dense"),
+    ffn_parts=FFNParts(gate="intermediate.dense", act="intermediate.intermediate_act_fn", out="output.dense"),
     norm_kind="layer",
     layout="post_ln",
     is_causal=False,

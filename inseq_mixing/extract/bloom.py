@@ -4,7 +4,7 @@
 ``self_attention.dense`` and the FFN is the chain ``dense_h_to_4h → gelu_impl → dense_4h_to_h``.
 """
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 from .neox import split_per_head_thirds
 
 BLOOM = Adapter(
@@ -17,6 +17,7 @@ BLOOM = Adapter(
     norm1="input_layernorm",
     norm2="post_attention_layernorm",
     ffn=("mlp.dense_h_to_4h", "mlp.gelu_impl", "mlp.dense_4h_to_h"),
+    ffn_parts=FFNParts(gate="mlp.dense_h_to_4h", act="mlp.gelu_impl", out="mlp.dense_4h_to_h"),
     norm_kind="layer",
     layout="pre_ln",
     is_causal=True,

@@ -1,6 +1,6 @@
 """DistilBERT: post-LN encoder whose attention module includes the output projection."""
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 
 DISTILBERT = Adapter(
     family="DistilBERT",
@@ -11,6 +11,7 @@ DISTILBERT = Adapter(
     norm1="sa_layer_norm",
     norm2="output_layer_norm",
     ffn=("ffn",),
+    ffn_parts=FFNParts(gate="ffn.lin1", act="ffn.activation", out="ffn.lin2"),
     norm_kind="layer",
     layout="post_ln",
     position_kind="absolute",

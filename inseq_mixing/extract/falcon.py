@@ -13,7 +13,7 @@ from torch import Tensor
 from transformers import PretrainedConfig
 
 from ..errors import UnsupportedArchitectureError
-from ._adapter import Adapter, AdapterChoice
+from ._adapter import Adapter, AdapterChoice, FFNParts
 
 
 def split_falcon(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
@@ -32,6 +32,7 @@ FALCON = Adapter(
     norm1="input_layernorm",
     norm2="input_layernorm",
     ffn=("mlp",),
+    ffn_parts=FFNParts(gate="mlp.dense_h_to_4h", act="mlp.act", out="mlp.dense_4h_to_h"),
     norm_kind="layer",
     layout="parallel",
     is_causal=True,

@@ -2,7 +2,7 @@
 
 from torch import Tensor
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 
 
 def split_thirds(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
@@ -20,6 +20,7 @@ GPT2 = Adapter(
     norm1="ln_1",
     norm2="ln_2",
     ffn=("mlp",),
+    ffn_parts=FFNParts(gate="mlp.c_fc", act="mlp.act", out="mlp.c_proj"),
     norm_kind="layer",
     layout="pre_ln",
     position_kind="absolute",

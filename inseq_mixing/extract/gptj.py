@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from torch import Tensor
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 
 CODEGEN_MP_NUM = 4
 """Number of model-parallel chunks hard-coded in CodeGen's attention."""
@@ -22,6 +22,7 @@ GPTJ = Adapter(
     norm1="ln_1",
     norm2="ln_1",
     ffn=("mlp",),
+    ffn_parts=FFNParts(gate="mlp.fc_in", act="mlp.act", out="mlp.fc_out"),
     norm_kind="layer",
     layout="parallel",
     is_causal=True,

@@ -3,11 +3,14 @@
 Both act on the input of a layer's attention output projection, where the heads' outputs sit side by side: the
 heads' outputs are replaced by ``C @ heads`` for a head-mixing matrix ``C`` (``[head, head]``). Because
 ``Σ_h (C·ctx)_h W_O^h = Σ_g ctx_g (Σ_h C[h, g] W_O^h)``, the extractors fold ``C`` into the per-head output
-projection, so every measure (and its exactness checks) reflects the intervention.
+projection, so every measure (and its exactness checks) reflects the intervention. The active matrices live in a
+registry keyed (weakly) by output projection, never on the modules; the run layer passes them to the recorders
+(:func:`active_head_mixes`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -19,19 +22,20 @@ from ..errors import InvalidInputError
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._modules import resolve
 
-HEAD_MIX_ATTR = "_inseq_mixing_head_mixes"
-"""Attribute on an output projection holding the active head-mixing matrices, innermost last."""
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, list[Tensor]] = weakref.WeakKeyDictionary()
+"""Output projection -> the head-mixing matrices active on it, innermost last."""
 
 
-def head_mixing(module: nn.Module) -> Tensor | None:
-    """The combined head-mixing matrix active on an output projection (``None`` if there is none)."""
-    mixes = getattr(module, HEAD_MIX_ATTR, None)
-    if not mixes:
-        return None
+def _combined(mixes: list[Tensor]) -> Tensor:
     combined = mixes[0]
     for mix in mixes[1:]:
         combined = mix @ combined  # applied in order: the later context acts on the earlier one's output
     return combined
+
+
+def active_head_mixes(model: nn.Module) -> dict[nn.Module, Tensor]:
+    """The combined head-mixing matrix of every output projection of ``model`` with an active intervention."""
+    return {module: _combined(_ACTIVE[module]) for module in model.modules() if _ACTIVE.get(module)}
 
 
 def _output_projection(model: PreTrainedModel, layer: int, stack: str) -> nn.Module:
@@ -68,17 +72,15 @@ def mixed_heads(model: PreTrainedModel, mixes: Mapping[int, Tensor], *, stack: s
                 return (mixed.flatten(-2), *args[1:])
 
             handle = module.register_forward_pre_hook(apply)
-            setattr(module, HEAD_MIX_ATTR, [*getattr(module, HEAD_MIX_ATTR, []), mix.float()])
+            _ACTIVE.setdefault(module, []).append(mix.float())
             entered.append((module, handle))
         yield
     finally:
         for module, handle in reversed(entered):
             handle.remove()
-            remaining = getattr(module, HEAD_MIX_ATTR)[:-1]
-            if remaining:
-                setattr(module, HEAD_MIX_ATTR, remaining)
-            else:
-                delattr(module, HEAD_MIX_ATTR)
+            _ACTIVE[module].pop()
+            if not _ACTIVE[module]:
+                del _ACTIVE[module]
 
 
 def _n_heads(model: PreTrainedModel, layer: int, stack: str) -> int:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from torch import Tensor
 from transformers import PretrainedConfig
 
-from ._adapter import Adapter, AdapterChoice
+from ._adapter import Adapter, AdapterChoice, FFNParts
 
 
 def split_per_head_thirds(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
@@ -27,6 +27,7 @@ GPT_NEOX = Adapter(
     norm1="input_layernorm",
     norm2="post_attention_layernorm",
     ffn=("mlp",),
+    ffn_parts=FFNParts(gate="mlp.dense_h_to_4h", act="mlp.act", out="mlp.dense_4h_to_h"),
     norm_kind="layer",
     layout="parallel",
     is_causal=True,

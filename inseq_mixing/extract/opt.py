@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from transformers import PretrainedConfig
 
-from ._adapter import Adapter, AdapterChoice
+from ._adapter import Adapter, AdapterChoice, FFNParts
 
 XGLM = Adapter(
     family="XGLM",
@@ -20,6 +20,7 @@ XGLM = Adapter(
     norm1="self_attn_layer_norm",
     norm2="final_layer_norm",
     ffn=("fc1", "activation_fn", "fc2"),
+    ffn_parts=FFNParts(gate="fc1", act="activation_fn", out="fc2"),
     norm_kind="layer",
     layout="pre_ln",
     is_causal=True,

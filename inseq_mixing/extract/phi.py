@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from torch import Tensor
 
-from ._adapter import Adapter
+from ._adapter import Adapter, FFNParts
 from .llama import LLAMA
 
 PHI = Adapter(
@@ -21,6 +21,7 @@ PHI = Adapter(
     norm1="input_layernorm",
     norm2="input_layernorm",
     ffn=("mlp",),
+    ffn_parts=FFNParts(gate="mlp.fc1", act="mlp.activation_fn", out="mlp.fc2"),
     norm_kind="layer",
     layout="parallel",
     is_causal=True,
@@ -34,4 +35,10 @@ def split_qkv_gqa(fused: Tensor, n_heads: int, d_head: int) -> Tensor:
     return fused[..., n_heads * d_head + kv_width :]
 
 
-PHI3 = replace(LLAMA, family="Phi-3", value="self_attn.qkv_proj", value_split=split_qkv_gqa)
+PHI3 = replace(
+    LLAMA,
+    family="Phi-3",
+    value="self_attn.qkv_proj",
+    value_split=split_qkv_gqa,
+    ffn_parts=FFNParts(gate="mlp.gate_up_proj", act="mlp.activation_fn", out="mlp.down_proj", fused_gate_up=True),
+)

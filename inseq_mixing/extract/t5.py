@@ -1,6 +1,6 @@
 """T5 and mT5: pre-RMSNorm encoder-decoders without biases, with relative position bias (weights are output[2])."""
 
-from ._adapter import Adapter, EncoderDecoderAdapter
+from ._adapter import Adapter, EncoderDecoderAdapter, FFNParts
 
 _COMMON = {
     "norm_kind": "rms",
@@ -10,6 +10,14 @@ _COMMON = {
     "strip_requested_weights": True,
     "position_kind": "relative",
 }
+
+
+def _ffn_parts(dense: str) -> tuple[FFNParts, FFNParts]:
+    """T5's plain FFN (``wi → act → wo``) or mT5 / T5 v1.1's gated one (``act(wi_0) ⊙ wi_1 → wo``)."""
+    plain = FFNParts(gate=f"{dense}.wi", act=f"{dense}.act", out=f"{dense}.wo")
+    gated = FFNParts(gate=f"{dense}.wi_0", up=f"{dense}.wi_1", act=f"{dense}.act", out=f"{dense}.wo")
+    return plain, gated
+
 
 T5 = EncoderDecoderAdapter(
     family="T5 / mT5",
@@ -22,6 +30,7 @@ T5 = EncoderDecoderAdapter(
         norm1="layer.0.layer_norm",
         norm2="layer.1.layer_norm",
         ffn=("layer.1.DenseReluDense",),
+        ffn_parts=_ffn_parts("layer.1.DenseReluDense"),
         is_causal=False,
         final_norm="encoder.final_layer_norm",
         **_COMMON,
@@ -49,6 +58,7 @@ T5 = EncoderDecoderAdapter(
         norm1="layer.1.layer_norm",
         norm2="layer.2.layer_norm",
         ffn=("layer.2.DenseReluDense",),
+        ffn_parts=_ffn_parts("layer.2.DenseReluDense"),
         residual_source=("layer.1.layer_norm", "input"),
         is_cross_attention=True,
         query="layer.1.EncDecAttention.q",

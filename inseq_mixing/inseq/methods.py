@@ -23,15 +23,17 @@ from torch import Tensor
 from ..encoder_decoder import EncoderDecoderMixing
 from ..errors import UnsupportedArchitectureError
 from ..extract import EncoderDecoderAdapter, get_adapter
-from ..measures import DEFAULT_MEMORY_BUDGET
-from ..mixing import METHODS, context_mixing
+from ..measures import DEFAULT_MEMORY_BUDGET, MEASURES
+from ..mixing import context_mixing
 from .outputs import MixingStepOutput
 
-ROLLED_OUT_BY_DEFAULT = frozenset({"attention_rollout", "globenc", "alti"})
-"""Methods whose inseq scores are the rollout through each layer unless ``rollout=False`` is passed."""
+ROLLED_OUT_BY_DEFAULT = frozenset(name for name, m in MEASURES.items() if m.aggregation != "layers")
+"""Methods whose inseq scores are the rollout through each layer unless ``rollout=False`` is passed (the measure
+table's ``aggregation``)."""
 
-INSEQ_METHODS: tuple[str, ...] = tuple(name for name in METHODS if name != "attention")
-"""Method names registered with inseq (``attention`` is inseq's own; ours is ``attention_rollout``).
+INSEQ_METHODS: tuple[str, ...] = tuple(name for name, m in MEASURES.items() if m.inseq)
+"""Method names registered with inseq, from the measure table (``attention`` is inseq's own; ours is
+``attention_rollout``).
 
 ``value_zeroing`` deliberately takes over inseq's name (inseq 0.7.1's own implementation fails on GPT-2, Llama and
 transformers 5); inseq's class stays available as ``value_zeroing_inseq``."""
@@ -96,7 +98,7 @@ class ContextMixing:
 
     def rolls_out(self, rollout: bool | None) -> bool:
         """Whether the scores are rolled out, given the user's ``rollout`` option."""
-        if self.method == "attention_rollout":
+        if MEASURES[self.method].aggregation == "rollout_only":
             return True
         return self.method in ROLLED_OUT_BY_DEFAULT if rollout is None else bool(rollout)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..norms import bias_or_zero, inverse_scale, linear_part
 from ..record import AttentionRecord, LayerRecord, NormRecord
+from ._cache import identity_key, memo
 from ._chunks import CPU_SLICE_BYTES, query_chunks
 
 
@@ -61,12 +62,20 @@ class AttentionParts:
 
     def head_vectors(self, norms: Sequence[NormRecord] = ()) -> Float[Tensor, "batch head key d_model"]:
         """``L f^h_j`` for every head and key: the norms' linear parts are folded into ``W_O`` (a ``[H, e, d]``
-        matrix) rather than applied to the ``[batch, H, key, d]`` vectors."""
-        return torch.einsum("bhke,hed->bhkd", self.values.float(), apply_linear_parts(norms, self.w_o))
+        matrix) rather than applied to the ``[batch, H, key, d]`` vectors. Computed once per chain of norms."""
+        return memo(
+            self,
+            ("head_vectors", identity_key(norms)),
+            lambda: torch.einsum("bhke,hed->bhkd", self.values.float(), apply_linear_parts(norms, self.w_o)),
+        )
 
 
 def attention_parts(record: LayerRecord) -> AttentionParts:
-    """Split the record's attention (and post-attention norm) into per-head, per-key parts."""
+    """Split the record's attention (and post-attention norm) into per-head, per-key parts (once per record)."""
+    return memo(record, "attention_parts", lambda: _attention_parts(record))
+
+
+def _attention_parts(record: LayerRecord) -> AttentionParts:
     attention = record.attention
     w_o = attention.w_o.float()
     batch, _, n_queries, _ = attention.alpha.shape
@@ -99,11 +108,6 @@ def attended_sum(record: LayerRecord) -> Float[Tensor, "batch query d_model"]:
     return out_bqd
 
 
-def with_empty_residual_column(matrix: Float[Tensor, "*batch query key"]) -> Float[Tensor, "*batch query key_1"]:
-    """Append a zero last column: the residual slot of a cross-attention measure that does not score the residual."""
-    return torch.cat([matrix, matrix.new_zeros(*matrix.shape[:-1], 1)], dim=-1)
-
-
 def transformed_l2_norms(
     parts: AttentionParts,
     *,
@@ -125,20 +129,45 @@ def transformed_l2_norms(
     Returns:
         Non-negative norms ``[batch, query, key]`` (``[batch, query, key + 1]`` with ``residual_column``).
     """
+    scale_bq = row_scale(norms, parts.bias)
+    sq_bqk = attention_quadratic_form(parts, norms, memory_budget)
+    if residual is not None and residual_column:
+        x_norm_bq = apply_linear_parts(norms, residual.float()).norm(dim=-1) * scale_bq
+        own_bqk = sq_bqk.clamp_min(0).sqrt() * scale_bq[..., None]
+        return torch.cat([own_bqk, x_norm_bq[..., None]], dim=-1)
+    if residual is not None:
+        f_bhkd = parts.head_vectors(norms)
+        x_bqd = apply_linear_parts(norms, residual.float())
+        # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).
+        cross_bq = torch.einsum("bhq,bhqd,bqd->bq", _alpha_diagonal(parts), f_bhkd, x_bqd)
+        sq_bqk = sq_bqk.clone()
+        sq_bqk.diagonal(dim1=-2, dim2=-1).add_(2 * cross_bq + x_bqd.pow(2).sum(-1))
+    return sq_bqk.clamp_min(0).sqrt() * scale_bq[..., None]
+
+
+def _alpha_diagonal(parts: AttentionParts) -> Float[Tensor, "batch head query"]:
+    """``q_i · α^h_ii``: the attention each token pays itself (the residual's partner on the diagonal)."""
+    return parts.alpha.diagonal(dim1=-2, dim2=-1).float() * parts.query_scale[:, None]
+
+
+def attention_quadratic_form(
+    parts: AttentionParts, norms: Sequence[NormRecord], memory_budget: int
+) -> Float[Tensor, "batch query key"]:
+    """``‖q_i · Σ_h α^h_ij L f^h_j‖²`` (without the norms' ``1/σ`` row scales) for every query and key.
+
+    Computed as ``Σ_{h,g} α^h α^g G_j[h, g]`` from per-key Gram matrices ``G_j[h, g] = ⟨L f^h_j, L f^g_j⟩``, in
+    query chunks bounded by ``memory_budget``; once per chain of norms and record, so that measures differing only
+    in the residual (``attention_norm`` and ``attention_norm_res``, or GlobEnc and +RES1+LN1 in pre-LN blocks) share
+    it. Treat the result as read-only.
+    """
+    return memo(parts, ("quadratic_form", identity_key(norms)), lambda: _quadratic_form(parts, norms, memory_budget))
+
+
+def _quadratic_form(parts: AttentionParts, norms: Sequence[NormRecord], memory_budget: int) -> Tensor:
     alpha_bhqk = parts.alpha
     batch, n_heads, n_queries, n_keys = alpha_bhqk.shape
     f_bhkd = parts.head_vectors(norms)
     gram_bkhg = torch.einsum("bhkd,bgkd->bkhg", f_bhkd, f_bhkd)
-    scale_bq = row_scale(norms, parts.bias)
-    if residual is not None and residual_column:
-        own = transformed_l2_norms(parts, residual=None, norms=norms, memory_budget=memory_budget)
-        x_norm_bq = apply_linear_parts(norms, residual.float()).norm(dim=-1) * scale_bq
-        return torch.cat([own, x_norm_bq[..., None]], dim=-1)
-    if residual is not None:
-        x_bqd = apply_linear_parts(norms, residual.float())
-        # ⟨L f^h_i, L x_i⟩ and ‖L x_i‖² enter only the diagonal (the residual is added where j = i).
-        cross_bhq = torch.einsum("bhkd,bkd->bhk", f_bhkd, x_bqd)
-        x_sq_bq = x_bqd.pow(2).sum(-1)
     # Σ_{h,g} α^h α^g G[h,g] = Σ_h α^h (α^h G[h,h] + Σ_{g>h} α^g 2G[h,g]): H(H+1)/2 fused passes over [query, key].
     coef_bhgk = (gram_bkhg * (2 - torch.eye(n_heads, device=gram_bkhg.device))).permute(0, 2, 3, 1).contiguous()
     out_bqk = torch.zeros(batch, n_queries, n_keys, dtype=torch.float32, device=alpha_bhqk.device)
@@ -149,8 +178,7 @@ def transformed_l2_norms(
         # Keys after the last one any query of the chunk weights score 0 (a causal model's future); one chunk
         # holding every query has nothing to skip.
         n_used = n_keys if chunk.stop - chunk.start == n_queries else _used_keys(alpha_bhqk[:, :, chunk])
-        if residual is not None:  # the diagonal carries the residual
-            n_used = max(n_used, chunk.stop)
+        n_used = max(n_used, min(chunk.stop, n_keys))  # the diagonal may carry a residual later
         alpha_bhqk_chunk = alpha_bhqk[:, :, chunk, :n_used].float()
         sq_bqk = alpha_bhqk_chunk.new_zeros(batch, alpha_bhqk_chunk.shape[2], n_used)
         for h in range(n_heads):
@@ -158,13 +186,7 @@ def transformed_l2_norms(
             for g in range(h + 1, n_heads):
                 partial_bqk.addcmul_(alpha_bhqk_chunk[:, g], coef_bhgk[:, h, g, None, :n_used])
             sq_bqk.addcmul_(alpha_bhqk_chunk[:, h], partial_bqk)
-        sq_bqk *= parts.query_scale[:, chunk, None].square()
-        if residual is not None:
-            alpha_diag_bhq = alpha_bhqk[:, :, chunk, chunk].diagonal(dim1=-2, dim2=-1).float()
-            alpha_diag_bhq = alpha_diag_bhq * parts.query_scale[:, None, chunk]
-            diag_bq = 2 * (alpha_diag_bhq * cross_bhq[:, :, chunk]).sum(1) + x_sq_bq[:, chunk]
-            sq_bqk[:, :, chunk].diagonal(dim1=-2, dim2=-1).add_(diag_bq)
-        out_bqk[:, chunk, :n_used] = sq_bqk.clamp_min_(0).sqrt_() * scale_bq[:, chunk, None]
+        out_bqk[:, chunk, :n_used] = sq_bqk * parts.query_scale[:, chunk, None].square()
     return out_bqk
 
 

@@ -7,7 +7,6 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import with_empty_residual_column
 
 
 def attention(
@@ -24,9 +23,9 @@ def attention(
         memory_budget: Unused (kept for a uniform signature).
 
     Returns:
-        ``[batch, query, key]`` in float32; rows of non-padding queries sum to 1. Cross-attention records get an
-        extra last column of zeros (the residual, which attention weights do not score).
+        ``[batch, query, key]`` in float32; rows of non-padding queries sum to 1. (Cross-attention: the registered
+        measure appends an empty residual column, which attention weights do not score.)
     """
     alpha = record.attention.alpha.float()
     mixing = alpha if per_head else alpha.mean(dim=1)
-    return with_empty_residual_column(mixing) if record.is_cross_attention else mixing
+    return mixing

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import attention_parts, transformed_l2_norms, with_empty_residual_column
+from ._decompose import attention_parts, transformed_l2_norms
 
 
 def attention_norm(
@@ -35,4 +35,4 @@ def attention_norm(
         mixing = parts.alpha.float() * f_norm_bhk[:, :, None, :] * parts.query_scale[:, None, :, None]
     else:
         mixing = transformed_l2_norms(parts, residual=None, norms=(), memory_budget=memory_budget)
-    return with_empty_residual_column(mixing) if record.is_cross_attention else mixing
+    return mixing

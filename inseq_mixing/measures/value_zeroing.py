@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..record import LayerRecord
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._decompose import head_vectors, with_empty_residual_column
+from ._decompose import head_vectors
 
 HeadSelection = int | tuple[int, int] | Sequence[int] | None
 """Heads to zero: ``None`` (all), one head, a ``(start, end)`` range, or a list of heads."""
@@ -119,7 +119,7 @@ def value_zeroing(
     scores_bqk = torch.zeros(batch, n_queries, n_keys, dtype=dtype, device=attention.alpha.device)
     zeroed = selected_heads(heads, record.layer_idx, n_heads, record.stack)
     if not zeroed:
-        return with_empty_residual_column(scores_bqk) if record.is_cross_attention else scores_bqk
+        return scores_bqk
     through_final_norm = final_norm_on_last_layer and record.is_last
     alpha_bhqk = attention.alpha[:, zeroed].to(dtype)
     f_bhkd = head_vectors(attention, dtype)[:, zeroed]
@@ -155,7 +155,7 @@ def value_zeroing(
         else:
             distance_p = (corrupted_pd - clean_pairs_pd).norm(dim=-1)
         scores_bqk[b_idx, q_idx, k_idx + start] = distance_p
-    return with_empty_residual_column(scores_bqk) if record.is_cross_attention else scores_bqk
+    return scores_bqk
 
 
 def finish_value_zeroing(

@@ -9,7 +9,7 @@ import torch
 
 import inseq_mixing.extract as extract
 from inseq_mixing import ExtractionError, context_mixing
-from inseq_mixing.extract import ADAPTERS, Adapter, EncoderDecoderAdapter, get_adapter
+from inseq_mixing.extract import ADAPTERS, Adapter, EncoderDecoderAdapter, FFNParts, get_adapter, recording
 
 from .._helpers import sample_inputs, tiny_model
 
@@ -29,6 +29,7 @@ PATH_FIELDS = {
     "key": BAD,
     "post_attention_norm": BAD,
     "post_ffn_norm": BAD,
+    "ffn_parts": FFNParts(gate=BAD, act=BAD, out=BAD),
 }
 """Every field of :class:`Adapter` that names a module, with a value naming none."""
 
@@ -54,7 +55,8 @@ def _cases() -> list[tuple[str, str | None, str]]:
     cases = []
     for model_type in FAMILIES:
         views = ("encoder", "decoder", "cross") if isinstance(ADAPTERS[model_type], EncoderDecoderAdapter) else (None,)
-        cases += [(model_type, view, field) for view in views for field in PATH_FIELDS]
+        # A decoder's self-attention view continues into the cross-attention: it has no FFN parts to read.
+        cases += [(model_type, view, f) for view in views for f in PATH_FIELDS if (view, f) != ("decoder", "ffn_parts")]
     return cases
 
 
@@ -74,9 +76,13 @@ def test_bad_path_names_field_and_path_and_leaves_no_hook(
     kwargs = {"decoder_input_ids": sample_inputs(model, seq=4)} if view else {}
     before = _hooks(model)
     with pytest.raises(ExtractionError) as error:
-        context_mixing(model, sample_inputs(model), "alti", **kwargs)
+        if field == "ffn_parts":  # read only when a measure decomposes through the FFN
+            with recording(model, broken, lambda record: None, record_ffn=True):
+                model.base_model(input_ids=sample_inputs(model), **kwargs)
+        else:
+            context_mixing(model, sample_inputs(model), "alti", **kwargs)
     message = str(error.value)
     assert f"'{field}'" in message and BAD in message and type(model).__name__ in message
-    assert _hooks(model) == before == 0
+    assert _hooks(model) == before
     monkeypatch.undo()
     context_mixing(model, sample_inputs(model), "alti", **kwargs)  # the model still works

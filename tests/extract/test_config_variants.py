@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from inseq_mixing import UnsupportedArchitectureError, context_mixing
-from inseq_mixing.measures import MEASURES
 
-from .._helpers import collect_records, sample_inputs
+from .._helpers import LAYER_MEASURES, collect_records, sample_inputs
 from .._naive import brute_force_value_zeroing, naive_measure
 from .._tiny_models import build_tiny_model
 
@@ -27,9 +26,11 @@ def test_variant_measures_equal_their_definitions(variant: str) -> None:
     model = build_tiny_model(model_type, **overrides)
     ids = sample_inputs(model, batch=2, seq=6)
     for record in collect_records(model, ids):
-        for name in sorted(set(MEASURES) - {"value_zeroing"}):
+        for name in sorted(set(LAYER_MEASURES) - {"value_zeroing"}):
             expected = naive_measure(record, name)
-            assert (MEASURES[name](record).double() - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max())
+            assert (LAYER_MEASURES[name](record).double() - expected).abs().max() <= 1e-5 * max(
+                1.0, expected.abs().max()
+            )
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -8,9 +8,8 @@ from transformers import GPTNeoConfig, GPTNeoModel
 
 import inseq_mixing.extract as extract
 from inseq_mixing import Adapter, UnsupportedArchitectureError, context_mixing, register_adapter
-from inseq_mixing.measures import MEASURES
 
-from .._helpers import collect_records
+from .._helpers import LAYER_MEASURES, collect_records
 from .._naive import naive_measure
 
 GPT_NEO = Adapter(
@@ -52,7 +51,7 @@ def test_adapter_defined_outside_the_package_is_exact(gpt_neo: GPTNeoModel) -> N
     for record in collect_records(gpt_neo, ids):
         for name in ("attention_norm_res_ln", "alti"):
             expected = naive_measure(record, name)
-            actual = MEASURES[name](record)
+            actual = LAYER_MEASURES[name](record)
             assert (actual.double() - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
 
 

@@ -8,9 +8,8 @@ import torch
 from transformers import PreTrainedModel
 
 from inseq_mixing.extract import ADAPTERS
-from inseq_mixing.measures import MEASURES
 
-from .._helpers import SUPPORTED_TINY_TYPES, collect_records, sample_inputs, tiny_model
+from .._helpers import LAYER_MEASURES, SUPPORTED_TINY_TYPES, collect_records, sample_inputs, tiny_model
 from .._naive import (
     alti_bias,
     attention_added,
@@ -33,19 +32,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5
 
 
 # Value zeroing's definition reruns the model: its brute-force test is in test_value_zeroing.py.
-DEFINED_FROM_RECORD = sorted(set(MEASURES) - {"value_zeroing"})
+DEFINED_FROM_RECORD = sorted(set(LAYER_MEASURES) - {"value_zeroing"})
 
 
 @pytest.mark.parametrize("name", DEFINED_FROM_RECORD)
 def test_measure_equals_its_definition(model: PreTrainedModel, name: str) -> None:
     for record in collect_records(model, sample_inputs(model)):
-        assert_close(MEASURES[name](record), naive_measure(record, name))
+        assert_close(LAYER_MEASURES[name](record), naive_measure(record, name))
 
 
-@pytest.mark.parametrize("name", sorted(MEASURES))
+@pytest.mark.parametrize("name", sorted(LAYER_MEASURES))
 def test_measure_is_independent_of_memory_budget(model: PreTrainedModel, name: str) -> None:
     record = collect_records(model, sample_inputs(model))[0]
-    assert_close(MEASURES[name](record, memory_budget=1), MEASURES[name](record), tol=1e-6)
+    assert_close(LAYER_MEASURES[name](record, memory_budget=1), LAYER_MEASURES[name](record), tol=1e-6)
 
 
 def test_attention_vectors_sum_to_what_the_attention_adds(model: PreTrainedModel) -> None:
@@ -78,5 +77,5 @@ def test_alti_resultant_is_the_real_output(model: PreTrainedModel) -> None:
 def test_causal_models_have_no_future_contributions(model_type: str) -> None:
     model = tiny_model(model_type)
     for record in collect_records(model, sample_inputs(model)):
-        for name, measure in MEASURES.items():
+        for name, measure in LAYER_MEASURES.items():
             assert measure(record).triu(1).abs().max().item() == 0, name
