@@ -1,6 +1,8 @@
 """Time and peak memory of every measure as ratios to one plain eager forward, beside a materializing baseline.
 
-Run: ``python benchmarks/bench_scale.py [--model gpt2|llama] [--lengths 128 512 2048] [--device cpu|cuda]``.
+Run: ``python benchmarks/bench_scale.py [--model gpt2|llama] [--lengths 128 512 2048] [--device cpu|cuda]``
+(``--methods "all measures, one pass" "all measures, separate calls"`` times every measure from one pass against
+one call per measure).
 Each measurement runs in a fresh process (random weights, fixed seed; no download) that also times a plain eager
 forward, interleaved with the measurement: the ratios compare runs made under the same machine load. Peak memory
 is the process's resident-set high-water mark above the loaded model (CPU, in a separate run with exact allocator
@@ -19,6 +21,8 @@ from collections.abc import Callable
 
 BASELINES = ("forward (eager)", "forward (sdpa)")
 MEASURES = ("attention_rollout", "attention_norm", "attention_norm_res", "attention_norm_res_ln", "globenc", "alti")
+TOGETHER = ("all measures, one pass", "all measures, separate calls")
+"""Every measure above from one ``context_mixing(model, ids, [...])`` call, against one call per measure."""
 SHAPES = {
     "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 8192},
     "llama": {
@@ -91,6 +95,10 @@ def _worker(model_name: str, n: int, task: str, device: str, dtype: str, repeats
         def run() -> None:
             with recording(model, get_adapter(model), lambda record: materializing_measure(record, name)):
                 model(input_ids=ids, use_cache=False)
+    elif task == TOGETHER[0]:
+        run = lambda: context_mixing(model, ids, list(MEASURES))  # noqa: E731
+    elif task == TOGETHER[1]:
+        run = lambda: [context_mixing(model, ids, name) for name in MEASURES]  # noqa: E731
     else:
         run = lambda: context_mixing(model, ids, task)  # noqa: E731
 
@@ -140,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(SHAPES), default="gpt2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
-    parser.add_argument("--methods", nargs="+", default=list(MEASURES))
+    parser.add_argument("--methods", nargs="+", default=[*MEASURES, *TOGETHER])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)

@@ -12,7 +12,7 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
-from .measures import MEASURES
+from .measures import MEASURES, Measure, register_measure
 from .mixing import METHODS, context_mixing
 from .rollout import normalize_rows, rollout
 
@@ -29,6 +29,7 @@ __all__ = [
     "EncoderDecoderAdapter",
     "ExtractionError",
     "InvalidInputError",
+    "Measure",
     "OffloadedWeightsError",
     "UnknownMethodError",
     "UnknownOptionError",
@@ -37,5 +38,6 @@ __all__ = [
     "context_mixing",
     "normalize_rows",
     "register_adapter",
+    "register_measure",
     "rollout",
 ]

@@ -2,6 +2,7 @@
 
 Examples:
     inseq-mixing mix --method alti --rollout --text "The cat sat on the mat ." --plot out/alti.png
+    inseq-mixing mix --method alti,globenc,value_zeroing --text "The cat sat on the mat ." --plot out/all.png
     inseq-mixing attribute -a alti -m path/to/gpt2 --input_texts "The cat" --generation_kwargs '{"max_new_tokens": 5}'
 
 Every user error (a bad option, a missing model directory, an input the library rejects) prints one line,
@@ -85,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     mix = commands.add_parser("mix", help="Print and plot the context-mixing matrices of one text.")
     mix.add_argument("--model", help="Local model directory (default: the packaged all-MiniLM-L6-v2).")
-    mix.add_argument("--method", required=True, help=f"One of: {', '.join(METHODS)}.")
+    mix.add_argument(
+        "--method",
+        required=True,
+        help=f"One of: {', '.join(METHODS)}; or several, comma-separated (one forward pass computes them all).",
+    )
     mix.add_argument("--text", required=True, help="The text to analyse (the source for encoder-decoders).")
     mix.add_argument("--target", help="Encoder-decoder models: the target text the decoder reads.")
     mix.add_argument("--rollout", action="store_true", help="Aggregate layers by rollout.")
@@ -196,12 +201,23 @@ def _non_empty(option: str, text: str | None) -> None:
         raise UsageError(f"{option} is empty (got {text!r}); pass the text to analyse, e.g. {option} 'The cat sat'.")
 
 
-def _single_stack(args: argparse.Namespace, model, tokenizer, encoded, tokens: list[str]) -> list[Stack]:
-    from .mixing import context_mixing
+def parse_methods(value: str) -> list[str]:
+    """``--method alti,globenc`` → ``["alti", "globenc"]``, each checked against the measure table."""
+    methods = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or not methods:
+        raise errors.UnknownMethodError(
+            f"unknown method(s) {', '.join(map(repr, unknown or [value]))}; available: {', '.join(METHODS)} "
+            "(several: --method alti,globenc)."
+        )
+    if len(set(methods)) != len(methods):
+        raise UsageError(f"--method names a method twice ({value!r}); list each once.")
+    return methods
 
-    mixing = context_mixing(model, encoded["input_ids"], args.method, rollout=args.rollout)[0]
-    kind = "rollout" if args.rollout or resolve_method(args.method)[1] else "layer-wise"
-    return [Stack(kind, "rows sum to 1 over the columns", mixing, tokens, tokens)]
+
+def _single_stack(args: argparse.Namespace, method: str, mixing: Tensor, tokens: list[str], _targets) -> list[Stack]:
+    kind = "rollout" if args.rollout or resolve_method(method)[1] else "layer-wise"
+    return [Stack(kind, "rows sum to 1 over the columns", mixing[0], tokens, tokens)]
 
 
 def _cross_stack(method: str, cross: Tensor, tokens: list[str], target_tokens: list[str]) -> Stack:
@@ -219,24 +235,24 @@ def _cross_stack(method: str, cross: Tensor, tokens: list[str], target_tokens: l
     return Stack(name, rows_sum, cross[..., :-1], target_tokens, tokens, file_tag="cross")
 
 
-def _encoder_decoder_stacks(args: argparse.Namespace, model, tokenizer, encoded, tokens: list[str]) -> list[Stack]:
+def _target_ids(model, tokenizer, text: str) -> Tensor:
     import torch
 
-    from .mixing import context_mixing
+    target_ids = tokenizer(text_target=text, return_tensors="pt", verbose=False)["input_ids"]
+    return torch.cat([torch.tensor([[model.config.decoder_start_token_id]]), target_ids], dim=1)
 
-    target_ids = tokenizer(text_target=args.target, return_tensors="pt", verbose=False)["input_ids"]
-    start = torch.tensor([[model.config.decoder_start_token_id]])
-    target_ids = torch.cat([start, target_ids], dim=1)
-    target_tokens = tokenizer.convert_ids_to_tokens(target_ids[0].tolist())
-    rollout = args.rollout or resolve_method(args.method)[1]
-    mixing = context_mixing(model, encoded["input_ids"], args.method, decoder_input_ids=target_ids, rollout=rollout)
+
+def _encoder_decoder_stacks(
+    args: argparse.Namespace, method: str, mixing, tokens: list[str], target_tokens: list[str]
+) -> list[Stack]:
+    rollout = args.rollout or resolve_method(method)[1]
     if not rollout:
-        return [_cross_stack(args.method, mixing.cross[0], tokens, target_tokens),
+        return [_cross_stack(method, mixing.cross[0], tokens, target_tokens),
                 Stack("decoder self-attention, layer-wise", "rows sum to 1 over target tokens", mixing.decoder[0],
                       target_tokens, target_tokens, file_tag="decoder")]  # fmt: skip
     if mixing.combined is None:
         raise UsageError(
-            f"--rollout on an encoder-decoder model shows the combined source + target rollout, which {args.method} "
+            f"--rollout on an encoder-decoder model shows the combined source + target rollout, which {method} "
             "does not define (its cross-attention leaves the residual unscored); drop --rollout to see its "
             "cross-attention and decoder self-attention layer by layer, or use a method that scores the residual "
             "(e.g. alti)."
@@ -264,12 +280,6 @@ def _table(stack: Stack, digits: int):
     return table
 
 
-def _plot_path(path: Path, stack: Stack, n_stacks: int) -> Path:
-    if n_stacks == 1 or stack.file_tag is None:
-        return path
-    return path.with_name(f"{path.stem}-{stack.file_tag}{path.suffix}")
-
-
 def _check_target(args: argparse.Namespace, config) -> None:
     """``--target`` is required by encoder-decoder models and refused by the others (checked before loading)."""
     kind = config.architectures[0] if getattr(config, "architectures", None) else f"a {config.model_type!r} model"
@@ -283,13 +293,15 @@ def _check_target(args: argparse.Namespace, config) -> None:
 
 
 def run_mix(args: argparse.Namespace) -> int:
-    """Compute, print each stack's last layer as a table, and optionally plot every layer."""
+    """Compute every method from one forward pass, print each stack's last layer as a table, and optionally plot
+    every layer (several methods: one row per method)."""
     from rich.console import Console
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    if args.method not in METHODS:
-        raise errors.UnknownMethodError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}.")
+    from .mixing import context_mixing
+
+    methods = parse_methods(args.method)
     _non_empty("--text", args.text)
     _non_empty("--target", args.target)
     path = str(Path(args.model).expanduser()) if args.model else default_model_path()
@@ -307,28 +319,57 @@ def run_mix(args: argparse.Namespace) -> int:
     model = AutoModel.from_pretrained(path, config=config, local_files_only=True)
     encoded = tokenizer(args.text, return_tensors="pt", verbose=False)  # lengths are checked by the library
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
-    build = _encoder_decoder_stacks if config.is_encoder_decoder else _single_stack
-    stacks = build(args, model, tokenizer, encoded, tokens)
+    kwargs, target_tokens, build = {}, None, _single_stack
+    if config.is_encoder_decoder:
+        kwargs["decoder_input_ids"] = _target_ids(model, tokenizer, args.target)
+        target_tokens = tokenizer.convert_ids_to_tokens(kwargs["decoder_input_ids"][0].tolist())
+        build = _encoder_decoder_stacks
+    results = context_mixing(model, encoded["input_ids"], methods, rollout=args.rollout, **kwargs)  # one forward
+    stacks = {method: build(args, method, results[method], tokens, target_tokens) for method in methods}
     name = f"{type(model).__name__} ({label})"
     console = Console()
-    for stack in stacks:
-        title = f"{args.method}, {stack.name}, last layer — {name}; row = receiving token, {stack.rows_sum}"
-        console.print(title, markup=False, highlight=False)  # above the table, not wrapped to its width
-        console.print(_table(stack, args.digits))
-    if args.plot is None:
-        return 0
-    try:
-        from .plot import plot_layers
-
-        for stack in stacks:
-            written = plot_layers(
-                stack.matrices, stack.rows, _plot_path(args.plot, stack, len(stacks)), column_tokens=stack.columns,
-                title=f"{args.method}, {stack.name} — {name}\n{stack.rows_sum}", column_divider=stack.divider,
-            )  # fmt: skip
-            console.print(f"Per-layer heatmaps ({stack.name}) written to {written}")
-    except ImportError as error:
-        raise UsageError(str(error)) from error
+    for method, method_stacks in stacks.items():
+        for stack in method_stacks:
+            title = f"{method}, {stack.name}, last layer — {name}; row = receiving token, {stack.rows_sum}"
+            console.print(title, markup=False, highlight=False)  # above the table, not wrapped to its width
+            console.print(_table(stack, args.digits))
+    if args.plot is not None:
+        try:
+            for written, what in _plot(args.plot, stacks, name):
+                console.print(f"Per-layer heatmaps ({what}) written to {written}")
+        except ImportError as error:
+            raise UsageError(str(error)) from error
     return 0
+
+
+def _plot(path: Path, stacks: dict[str, list[Stack]], name: str) -> list[tuple[Path, str]]:
+    """One file per stack (and per column layout when methods differ in it); several methods: one row each."""
+    from .plot import plot_layers, plot_methods
+
+    groups: dict[tuple[str | None, tuple[str, ...]], list[tuple[str, Stack]]] = {}
+    for method, method_stacks in stacks.items():
+        for stack in method_stacks:
+            groups.setdefault((stack.file_tag, tuple(stack.columns)), []).append((method, stack))
+    tags = [tag for tag, _ in groups]
+    written = []
+    for (tag, _columns), members in groups.items():
+        first = members[0][1]
+        target = path
+        if tag is not None and len(groups) > 1:
+            target = path.with_name(f"{path.stem}-{tag}{path.suffix}")
+        if tags.count(tag) > 1:  # the same stack with different columns (the residual scored by some methods)
+            target = target.with_name(f"{target.stem}-{'+'.join(m for m, _ in members)}{target.suffix}")
+        if len(members) == 1:
+            method = members[0][0]
+            title = f"{method}, {first.name} — {name}\n{first.rows_sum}"
+            out = plot_layers(first.matrices, first.rows, target, column_tokens=first.columns, title=title,
+                              column_divider=first.divider)  # fmt: skip
+        else:
+            title = f"{', '.join(m for m, _ in members)}: {first.name} — {name}\neach row of panels: {first.rows_sum}"
+            out = plot_methods([(m, stack.matrices) for m, stack in members], first.rows, target,
+                               column_tokens=first.columns, title=title, column_divider=first.divider)  # fmt: skip
+        written.append((out, first.name))
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

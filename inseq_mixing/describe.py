@@ -27,10 +27,25 @@ def deviations(adapter: Adapter) -> list[str]:
     return notes
 
 
+def ffn_form(adapter: Adapter) -> str:
+    """What the FFN record holds for this family (the parts measures through the FFN decompose), or what is missing."""
+    if adapter.ffn_parts is None:
+        return "not declared (no measure through the FFN)"
+    layouts = adapter.ffn_parts if isinstance(adapter.ffn_parts, tuple) else (adapter.ffn_parts,)
+    words = []
+    for parts in layouts:
+        if parts.fused_gate_up:
+            words.append("gated, fused gate/up")
+        else:
+            words.append("gated: act(gate) ⊙ up" if parts.up is not None else "plain: act(W_in h)")
+    return " or ".join(dict.fromkeys(words))
+
+
 def architecture_rows(
     adapters: Mapping[str, Adapter | EncoderDecoderAdapter | AdapterChoice],
 ) -> list[tuple[str, ...]]:
-    """One row per model type (and per config-selected variant): model type cell, family, kind, block, norm, notes."""
+    """One row per model type (and per config-selected variant): model type cell, family, kind, block, norm, FFN,
+    notes."""
     rows = []
     expanded = []
     for model_type, adapter in sorted(adapters.items()):
@@ -42,11 +57,12 @@ def architecture_rows(
         if isinstance(adapter, EncoderDecoderAdapter):
             notes = ["ALTI+ rollout over source and target", *deviations(adapter.encoder)]
             notes.append("value zeroing of the decoder self-attention recomputes the cross-attention")
-            rows.append((model_type, adapter.family, "encoder-decoder", block_form(adapter.encoder),
-                         norm_kind(adapter.encoder), "; ".join(dict.fromkeys(notes))))  # fmt: skip
+            encoder = adapter.encoder
+            rows.append((model_type, adapter.family, "encoder-decoder", block_form(encoder), norm_kind(encoder),
+                         ffn_form(encoder), "; ".join(dict.fromkeys(notes))))  # fmt: skip
         else:
             kind = "decoder" if adapter.is_causal else "encoder"
-            rows.append((model_type, adapter.family, kind, block_form(adapter), norm_kind(adapter),
+            rows.append((model_type, adapter.family, kind, block_form(adapter), norm_kind(adapter), ffn_form(adapter),
                          "; ".join(deviations(adapter))))  # fmt: skip
     return rows
 
@@ -61,13 +77,14 @@ def architectures_markdown(adapters: Mapping[str, Adapter | EncoderDecoderAdapte
         f"Every measure ({', '.join(METHODS)}) is exact on every model type below: each layer's decomposition is "
         "checked against the modules' real outputs while the model runs, and the tests check every measure against its "
         "definition on a tiny random model of each type. Any other model raises `UnsupportedArchitectureError` "
-        "listing these types.",
+        "listing these types. The FFN column says how the feed-forward network is recorded for measures that "
+        "decompose through it (its parts are verified against the module's output like the attention).",
         "",
-        "| `model_type` | family | kind | block | norm | notes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| `model_type` | family | kind | block | norm | FFN | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {t} | {family} | {kind} | {block} | {norm} | {notes} |"
-              for t, family, kind, block, norm, notes in architecture_rows(adapters)]  # fmt: skip
+    lines += [f"| {t} | {family} | {kind} | {block} | {norm} | {ffn} | {notes} |"
+              for t, family, kind, block, norm, ffn, notes in architecture_rows(adapters)]  # fmt: skip
     return "\n".join(lines) + "\n" + ADDING_AN_ARCHITECTURE
 
 

@@ -145,6 +145,70 @@ def plot_layers(
     return _save(figure, path)
 
 
+def _methods_figure(
+    panels: Sequence[tuple[str, Float[Tensor, "layer query key"]]],
+    tokens: Sequence[str],
+    *,
+    column_tokens: Sequence[str] | None = None,
+    title: str = "",
+    column_divider: int | None = None,
+) -> Figure:
+    plt = _pyplot()
+    column_tokens = tokens if column_tokens is None else column_tokens
+    if not panels:
+        raise ValueError("Pass at least one (method, matrices) pair.")
+    shapes = {tuple(matrices.shape) for _, matrices in panels}
+    if len(shapes) != 1:
+        raise ValueError(f"Every method's matrices must have one shape to share the grid; got {sorted(shapes)}.")
+    n_layers, n_rows, n_cols = next(iter(shapes))
+    if (len(tokens), len(column_tokens)) != (n_rows, n_cols):
+        raise ValueError(f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix.")
+    _check_divider(column_divider, n_cols)
+    width, height = max(3.0, 0.35 * n_cols + 1.5), max(3.0, 0.35 * n_rows + 1.5)
+    fig, axes = plt.subplots(
+        len(panels), n_layers, figsize=(width * n_layers, height * len(panels)), squeeze=False, layout="constrained"
+    )
+    for row, (method, matrices) in enumerate(panels):
+        data = matrices.detach().float().cpu().numpy()
+        for layer in range(n_layers):
+            ax = axes[row, layer]
+            image = _heatmap(ax, data[layer], tokens, column_tokens, f"{method}, layer {layer + 1}")
+            if column_divider is not None:
+                _divide(ax, column_divider)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_methods(
+    panels: Sequence[tuple[str, Float[Tensor, "layer query key"]]],
+    tokens: Sequence[str],
+    path: str | Path,
+    *,
+    column_tokens: Sequence[str] | None = None,
+    title: str = "",
+    column_divider: int | None = None,
+) -> Path:
+    """Save several methods' matrices side by side: one row per method, one column per layer.
+
+    Each panel has its own colour scale from 0 and its own colour bar (methods measure different quantities).
+
+    Args:
+        panels: ``(method name, [layer, query, key] matrices)`` pairs of one sequence, all of one shape.
+        tokens: Row labels (and column labels unless ``column_tokens`` is given).
+        path: Output image file.
+        column_tokens: Column labels when they differ from the rows.
+        title: Figure title.
+        column_divider: A vertical line before this column on every panel (source | target).
+
+    Returns:
+        The path written.
+    """
+    figure = _methods_figure(panels, tokens, column_tokens=column_tokens, title=title, column_divider=column_divider)
+    return _save(figure, path)
+
+
 def _rollout_figure(rollout: Float[Tensor, "query key"], tokens: Sequence[str], *, title: str = "rollout") -> Figure:
     plt = _pyplot()
     n = len(tokens)

@@ -19,7 +19,7 @@ from .errors import ExtractionError, InvalidInputError, UnknownMethodError, Unkn
 from .extract import Adapter, EncoderDecoderAdapter, blocks_of, get_adapter, recording, stacks_of
 from .extract.heads import active_head_mixes
 from .inputs import ModelInputs, check_model, prepare_inputs
-from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, METHODS, CrossLayerState, Measure, ModelKind
+from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, CrossLayerState, Measure, ModelKind
 from .record import HeadRecord, LayerRecord, lowest_precision
 from .rollout import mask_padding
 
@@ -31,7 +31,7 @@ def measure_named(name: str) -> Measure:
         UnknownMethodError: Listing the available names.
     """
     if not isinstance(name, str) or name not in MEASURES:
-        raise UnknownMethodError(f"Unknown context-mixing method {name!r}; available: {', '.join(METHODS)}.")
+        raise UnknownMethodError(f"Unknown context-mixing method {name!r}; available: {', '.join(MEASURES)}.")
     return MEASURES[name]
 
 
@@ -58,7 +58,7 @@ def plan(methods: Sequence[str], options: Mapping[str, Any]) -> list[Request]:
     if len({m.name for m in measures}) != len(measures):
         raise InvalidInputError(f"Each method may be requested once; got {list(methods)}.")
     if not measures:
-        raise InvalidInputError(f"Request at least one method; available: {', '.join(METHODS)}.")
+        raise InvalidInputError(f"Request at least one method; available: {', '.join(MEASURES)}.")
     if len(measures) == 1:
         return [Request(measures[0], *measures[0].split_options(options))]
     taken = {name for m in measures for name in m.option_names()}

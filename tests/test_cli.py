@@ -92,6 +92,28 @@ def test_mix_prints_the_table_and_writes_heatmaps(tmp_path) -> None:
     assert len(np.unique(np.asarray(image))) > 20  # not a blank canvas
 
 
+def test_mix_several_methods_from_one_pass_prints_each_and_plots_one_row_per_method(tmp_path) -> None:
+    plot = tmp_path / "all.png"
+    result = run_cli(
+        "mix", "--model", str(saved_model("gpt2")), "--method", "alti,globenc,value_zeroing", "--text",
+        "either you win", "--plot", str(plot),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for method in ("alti", "globenc", "value_zeroing"):
+        assert f"{method}, layer-wise, last layer" in result.stdout
+    image = Image.open(plot)
+    assert image.size[1] > 2.5 * image.size[0] / saved_model_layers("gpt2")  # three rows of panels
+    bad = run_cli("mix", "--model", str(saved_model("gpt2")), "--method", "alti,altii", "--text", "either")
+    assert bad.returncode == 2 and "unknown method(s) 'altii'" in bad.stderr
+
+
+def saved_model_layers(model_type: str) -> int:
+    import json as _json
+
+    config = _json.loads((saved_model(model_type) / "config.json").read_text())
+    return config.get("n_layer") or config["num_hidden_layers"]
+
+
 def test_attribute_and_mix_on_an_encoder_decoder(tmp_path) -> None:
     path = str(saved_model("marian"))
     out_file = tmp_path / "out.json"

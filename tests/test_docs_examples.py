@@ -10,6 +10,7 @@ import matplotlib
 import pytest
 
 import inseq_mixing.extract as extract
+from inseq_mixing.measures import MEASURES
 
 from .inseq.conftest import saved_model
 
@@ -17,6 +18,8 @@ ROOT = pathlib.Path(__file__).parents[1]
 PAGES = sorted(p for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")] if "```python" in p.read_text())
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 PLACEHOLDER = re.compile(r"path/to/[\w-]+")
+BUILT_IN = frozenset(MEASURES)
+"""The built-in measure table's names (examples may add to it)."""
 
 
 def local_path(placeholder: str) -> str:
@@ -35,6 +38,10 @@ def test_examples_run(page: pathlib.Path, tmp_path, monkeypatch: pytest.MonkeyPa
     namespace: dict[str, object] = {"__name__": "__docs__"}
     blocks = BLOCK.findall(page.read_text())
     assert blocks
-    for index, code in enumerate(blocks):
-        code = PLACEHOLDER.sub(lambda match: local_path(match.group(0)), code)
-        exec(compile(code, f"{page.name}[{index}]", "exec"), namespace)
+    try:
+        for index, code in enumerate(blocks):
+            code = PLACEHOLDER.sub(lambda match: local_path(match.group(0)), code)
+            exec(compile(code, f"{page.name}[{index}]", "exec"), namespace)
+    finally:  # examples may register measures: the table is left as it was
+        for name in [name for name in MEASURES if name not in BUILT_IN]:
+            del MEASURES[name]

@@ -13,9 +13,11 @@ from inseq_mixing import context_mixing
 from inseq_mixing.plot import (
     DIVIDER_GID,
     _layers_figure,
+    _methods_figure,
     _source_target_figure,
     plot_contributions,
     plot_layers,
+    plot_methods,
     plot_rollout,
     plot_source_target,
 )
@@ -134,3 +136,22 @@ def test_a_divider_outside_the_columns_is_rejected(tmp_path, column_divider: int
     with pytest.raises(ValueError, match=f"column_divider={column_divider} is outside"):
         plot_layers(torch.rand(1, 2, 5), ["a", "b"], tmp_path / "x.png", column_tokens=list("abcde"),
                     column_divider=column_divider)  # fmt: skip
+
+
+def test_methods_side_by_side_have_one_row_each_with_own_scales(tmp_path) -> None:
+    model = tiny_model("gpt2")
+    ids = sample_inputs(model, batch=1, seq=5)
+    names = ["alti", "globenc", "attention"]
+    results = context_mixing(model, ids, names)
+    tokens = [f"t{i}" for i in range(5)]
+    fig = _methods_figure([(name, results[name][0]) for name in names], tokens)
+    images = heatmaps(fig)
+    n_layers = model.config.n_layer
+    assert len(images) == len(names) * n_layers == len(colorbar_axes(fig))
+    for idx, image in enumerate(images):
+        method, layer = names[idx // n_layers], idx % n_layers
+        assert image.axes.get_title() == f"{method}, layer {layer + 1}"
+        assert image.get_clim() == pytest.approx((0.0, float(results[method][0, layer].max())))
+    assert_nontrivial_png(plot_methods([(n, results[n][0]) for n in names], tokens, tmp_path / "methods.png"))
+    with pytest.raises(ValueError, match="one shape"):
+        _methods_figure([("a", results["alti"][0]), ("b", results["alti"][0, :1])], tokens)

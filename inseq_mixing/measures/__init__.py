@@ -33,7 +33,20 @@ MEASURES: dict[str, Measure] = {measure.name: measure for measure in _TABLE}
 entry declares its function, residual, default aggregation, options, reach and whether it carries a state."""
 
 METHODS: tuple[str, ...] = tuple(MEASURES)
-"""Every method name :func:`inseq_mixing.context_mixing` accepts."""
+"""Every method name :func:`inseq_mixing.context_mixing` accepts (the built-in table)."""
+
+
+def register_measure(measure: Measure) -> None:
+    """Make ``measure`` available to :func:`inseq_mixing.context_mixing` under ``measure.name`` (replacing any
+    measure of that name). inseq methods are generated from the built-in table when inseq_mixing is imported.
+
+    Raises:
+        TypeError: If ``measure`` is not a :class:`Measure`.
+    """
+    if not isinstance(measure, Measure):
+        raise TypeError(f"register_measure expects a Measure; got {type(measure).__name__}.")
+    MEASURES[measure.name] = measure
+
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -50,5 +63,6 @@ __all__ = [
     "attention_norm_res",
     "attention_norm_res_ln",
     "globenc",
+    "register_measure",
     "value_zeroing",
 ]
