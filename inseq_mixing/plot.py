@@ -76,6 +76,19 @@ def _check_divider(column_divider: int | None, n_cols: int) -> None:
         )
 
 
+def _check_labels(tokens: Sequence[str], column_tokens: Sequence[str] | None, n_rows: int, n_cols: int,
+                  column_divider: int | None) -> Sequence[str]:  # fmt: skip
+    """The column labels (the row labels unless given), checked against the matrix and the divider."""
+    column_tokens = tokens if column_tokens is None else column_tokens
+    if (len(tokens), len(column_tokens)) != (n_rows, n_cols):
+        raise ValueError(
+            f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix; pass one label "
+            "per row (tokens) and per column (column_tokens)."
+        )
+    _check_divider(column_divider, n_cols)
+    return column_tokens
+
+
 def _layers_figure(
     mixing: Float[Tensor, "layer query key"],
     tokens: Sequence[str],
@@ -85,14 +98,8 @@ def _layers_figure(
     column_divider: int | None = None,
 ) -> Figure:
     plt = _pyplot()
-    column_tokens = tokens if column_tokens is None else column_tokens
     n_layers, n_rows, n_cols = mixing.shape
-    if (len(tokens), len(column_tokens)) != (n_rows, n_cols):
-        raise ValueError(
-            f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix; pass one label "
-            "per row (tokens) and per column (column_tokens)."
-        )
-    _check_divider(column_divider, n_cols)
+    column_tokens = _check_labels(tokens, column_tokens, n_rows, n_cols, column_divider)
     grid_cols = min(n_layers, 4)
     grid_rows = math.ceil(n_layers / grid_cols)
     width, height = max(3.0, 0.35 * n_cols + 1.5), max(3.0, 0.35 * n_rows + 1.5)
@@ -154,16 +161,13 @@ def _methods_figure(
     column_divider: int | None = None,
 ) -> Figure:
     plt = _pyplot()
-    column_tokens = tokens if column_tokens is None else column_tokens
     if not panels:
         raise ValueError("Pass at least one (method, matrices) pair.")
     shapes = {tuple(matrices.shape) for _, matrices in panels}
     if len(shapes) != 1:
         raise ValueError(f"Every method's matrices must have one shape to share the grid; got {sorted(shapes)}.")
     n_layers, n_rows, n_cols = next(iter(shapes))
-    if (len(tokens), len(column_tokens)) != (n_rows, n_cols):
-        raise ValueError(f"Got {len(tokens)}×{len(column_tokens)} token labels for a {n_rows}×{n_cols} matrix.")
-    _check_divider(column_divider, n_cols)
+    column_tokens = _check_labels(tokens, column_tokens, n_rows, n_cols, column_divider)
     width, height = max(3.0, 0.35 * n_cols + 1.5), max(3.0, 0.35 * n_rows + 1.5)
     fig, axes = plt.subplots(
         len(panels), n_layers, figsize=(width * n_layers, height * len(panels)), squeeze=False, layout="constrained"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from ..errors import ExtractionError, OffloadedWeightsError
 from ..record import AttentionRecord, FFNRecord, LayerRecord, NormRecord, RestOfBlock
-from ._modules import output_projection_per_head
+from ._modules import input_output_weight, output_projection_per_head
 from ._recorder import BlockRecorder
 
 
@@ -147,11 +146,8 @@ def ffn_record(recorder: BlockRecorder, slots: dict[str, Tensor]) -> FFNRecord:
 
 def linear_weights(recorder: BlockRecorder, module: nn.Module, name: str) -> tuple[Tensor, Tensor | None]:
     """A projection's weight as ``[input, output]`` and its bias, detached."""
-    if isinstance(module, nn.Linear):
-        weight = module.weight.t()
-    elif isinstance(module, Conv1D):
-        weight = module.weight
-    else:
+    weight = input_output_weight(module)
+    if weight is None:
         raise ExtractionError(
             f"{recorder.where}: the FFN's '{name}' projection is a {type(module).__name__}; expected nn.Linear or "
             "Conv1D (fix the adapter's 'ffn_parts')."

@@ -82,13 +82,19 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def input_output_weight(module: nn.Module) -> Tensor | None:
+    """A projection's weight as ``[input, output]`` (rows are vectors), or ``None`` for another kind of module."""
+    if isinstance(module, nn.Linear):
+        return module.weight.t()
+    if isinstance(module, Conv1D):
+        return module.weight
+    return None
+
+
 def output_projection_per_head(module: nn.Module, n_heads: int) -> tuple[Tensor, Tensor | None]:
     """Split an output projection into per-head rows ``[head, d_head, d_model]`` and its bias."""
-    if isinstance(module, nn.Linear):
-        weight = module.weight.t()
-    elif isinstance(module, Conv1D):
-        weight = module.weight
-    else:
+    weight = input_output_weight(module)
+    if weight is None:
         raise UnsupportedArchitectureError(
             f"Output projection of type {type(module).__name__} is not supported; expected nn.Linear or Conv1D."
         )
