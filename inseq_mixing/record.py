@@ -195,18 +195,45 @@ def lowest_precision(dtypes: Iterable[torch.dtype]) -> torch.dtype:
 
 
 @dataclass(frozen=True)
+class HeadStep:
+    """One layer of a classification head: ``y = f(x W + b)`` (``f`` is ``None`` for the last, linear layer).
+
+    Attributes:
+        weight: ``[input, output]``.
+        bias: ``[output]`` or ``None``.
+        activation: The elementwise activation applied to ``x W + b`` (the model's own), or ``None``.
+        input: What the layer really read, ``[batch, input]``.
+        pre_activation: ``x W + b`` as the model computed it, ``[batch, output]``.
+    """
+
+    weight: Float[Tensor, "d_in d_out"]
+    bias: Float[Tensor, " d_out"] | None
+    activation: Callable[[Tensor], Tensor] | None
+    input: Float[Tensor, "batch d_in"]
+    pre_activation: Float[Tensor, "batch d_out"]
+
+
+@dataclass(frozen=True)
 class HeadRecord:
     """What the model computes after its last block, for measures that explain its predictions.
 
+    Causal LMs: the final norm and the unembedding. Sequence classifiers: the steps from one token's last hidden state
+    to the class logits (BERT's pooler ``tanh(h W_p + b_p)`` then the classifier).
+
     Attributes:
-        hidden: The last block's output ``[batch, query, d_model]`` (the final norm's input).
+        hidden: The bare model's output ``[batch, query, d_model]`` (after the final norm, if any).
         final_norm: The model's final norm with its true input, or ``None`` if it has none.
-        output_weight: The output layer's rows ``[n_outputs, d_model]`` (the unembedding of a causal LM), or
-            ``None`` when the model has no such head (a bare model).
-        output_bias: Its bias ``[n_outputs]``, or ``None``.
+        output_weight: Causal LMs: the unembedding rows ``[vocab, d_model]``; ``None`` otherwise.
+        output_bias: Its bias ``[vocab]``, or ``None``.
+        classifier: Sequence classifiers: the head's layers in order; empty otherwise.
+        classifier_position: Which token's hidden state the classifier reads (0: the first).
+        logits: The model's real output logits: ``[batch, query, vocab]`` or ``[batch, classes]``.
     """
 
     hidden: Float[Tensor, "batch query d_model"]
     final_norm: NormRecord | None
     output_weight: Float[Tensor, "n_outputs d_model"] | None
     output_bias: Float[Tensor, " n_outputs"] | None
+    classifier: tuple[HeadStep, ...] = ()
+    classifier_position: int = 0
+    logits: Tensor | None = None

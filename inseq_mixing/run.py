@@ -145,15 +145,16 @@ def run(
         dtypes[record.stack].append(record.compute_dtype)
         done.add((record.stack, record.layer_idx))
 
+    needs_head = any(r.measure.needs_head for r in requests)
     with recording(
         model,
         adapter,
         on_layer,
         record_ffn=any(r.measure.needs_ffn for r in requests),
-        on_head=heads.append if any(r.measure.needs_head for r in requests) else None,
+        on_head=heads.append if needs_head else None,
         head_mixes=active_head_mixes(model),
     ):
-        model.base_model(**inputs.forward)
+        (model if needs_head else model.base_model)(**inputs.forward)  # the head runs only when a measure reads it
     for stack, count in n_layers.items():
         missing = [idx for idx in range(count) if (stack, idx) not in done]
         if missing:

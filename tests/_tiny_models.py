@@ -47,6 +47,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
@@ -263,6 +264,7 @@ HEAD_CLASSES: dict[str, type] = {
     "causal_lm": AutoModelForCausalLM,
     "seq2seq_lm": AutoModelForSeq2SeqLM,
     "masked_lm": AutoModelForMaskedLM,
+    "sequence_classification": AutoModelForSequenceClassification,  # num_labels = 3 (set by build_tiny_model)
 }
 #: Head used by :func:`save_tiny` when none is given. Encoders are saved bare, like the reference ``BertModel``.
 DEFAULT_HEADS: dict[str, str] = {
@@ -363,6 +365,8 @@ def build_tiny_model(model_type: str, *, seed: int = 0, head: str = "base", **co
     if head not in HEAD_CLASSES:
         raise KeyError(f"unknown head {head!r}; known: {sorted(HEAD_CLASSES)}")
     config = TINY_CONFIGS[model_type]()
+    if head == "sequence_classification":
+        config.num_labels = 3
     for name, value in config_overrides.items():
         setattr(config, name, value)
     torch.manual_seed(seed)

@@ -96,32 +96,33 @@ class StreamNorms:
         self.per_layer.append(out.norm(dim=-1) * self.scale)
 
     def result(self, head: HeadRecord | None) -> torch.Tensor:
-        logits = head.hidden @ head.output_weight.T
-        return torch.cat([torch.stack(self.per_layer, 1), logits.norm(dim=-1)[:, None]], dim=1)
+        last = head.logits.norm(dim=-1)  # [batch, query] (causal LM) or [batch] (classifier)
+        last = last if last.dim() == 2 else last[:, None].expand(-1, self.per_layer[0].shape[1])
+        return torch.cat([torch.stack(self.per_layer, 1), last[:, None]], dim=1)
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "bert"])
 def test_a_cross_layer_measure_is_one_class_and_one_table_entry(model_type: str, monkeypatch) -> None:
     table_entry = Measure("stream_norms", state=StreamNorms, needs_ffn=True, needs_head=True, inseq=False)
     monkeypatch.setitem(measures.MEASURES, "stream_norms", table_entry)
-    head = "causal_lm" if model_type != "bert" else "masked_lm"
+    head = "causal_lm" if model_type != "bert" else "sequence_classification"
     model = build_tiny_model(model_type, head=head)
     ids = sample_inputs(model)
     result = context_mixing(model, ids, "stream_norms", scale=2.0)
-    ffn_outputs, hidden, handles = [], {}, []
+    ffn_outputs, handles = [], []
     for block in blocks_of(model):
         module = resolve(block, get_adapter(model).ffn[-1])
         handles.append(module.register_forward_hook(lambda m, i, o: ffn_outputs.append(o.norm(dim=-1))))
-    handles.append(model.base_model.register_forward_hook(lambda m, i, o: hidden.update(h=o[0])))
     try:
         with torch.no_grad():
-            model.base_model(input_ids=ids)
+            logits = model(input_ids=ids).logits
     finally:
         for handle in handles:
             handle.remove()
     torch.testing.assert_close(result[:, :-1], 2.0 * torch.stack(ffn_outputs, 1), atol=1e-5, rtol=1e-5)
-    logits = hidden["h"] @ model.get_output_embeddings().weight.T
-    torch.testing.assert_close(result[:, -1], logits.norm(dim=-1), atol=1e-4, rtol=1e-5)
+    norms = logits.norm(dim=-1)
+    norms = norms if norms.dim() == 2 else norms[:, None].expand(-1, ids.shape[1])
+    torch.testing.assert_close(result[:, -1], norms, atol=1e-4, rtol=1e-5)
 
 
 def test_run_returns_raw_matrices_per_stack() -> None:

@@ -43,6 +43,28 @@ class FFNParts:
     fused_gate_up: bool = False
 
 
+ActivationSpec = str | Callable[[PretrainedConfig], Callable[[Tensor], Tensor]] | None
+"""A head step's activation: a module path (relative to the whole model), a function of the config returning the
+elementwise function the model applies inline (RoBERTa's ``torch.tanh``), or ``None`` for a linear step."""
+
+
+@dataclass(frozen=True)
+class ClassifierStep:
+    """One layer of a sequence-classification head: a linear module (path relative to the whole model, e.g.
+    ``"bert.pooler.dense"``) and the activation applied to its output."""
+
+    linear: str
+    activation: ActivationSpec = None
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """A ``...ForSequenceClassification`` head that reads one token's last hidden state (the first: ``[CLS]``)."""
+
+    steps: tuple[ClassifierStep, ...]
+    position: int = 0
+
+
 @dataclass(frozen=True)
 class Adapter:
     """Maps the canonical parts of a Transformer block to module paths of a Hugging Face model.
@@ -96,6 +118,7 @@ class Adapter:
             but were never trained on (a warning); ``"relative"``: no limit.
         position_offset: Positions the embedding table reserves before the first token (RoBERTa counts from
             ``pad_token_id + 1 = 2``).
+        classifier: The family's ``...ForSequenceClassification`` head, for measures that explain its prediction.
         ffn_parts: The FFN's parts, for measures that decompose through it (one layout, or alternatives of which
             the first whose modules exist in a block is used: T5's plain and gated FFNs); ``None`` where the view's
             "FFN" is not a feed-forward network (a decoder's self-attention view, whose next step is the
@@ -131,6 +154,7 @@ class Adapter:
     position_kind: PositionKind = "computed"
     position_offset: int = 0
     ffn_parts: FFNParts | tuple[FFNParts, ...] | None = None
+    classifier: ClassifierHead | None = None
 
     @property
     def form(self) -> BlockForm:

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
+from transformers.utils import ModelOutput
 
 from ..errors import ExtractionError, UnsupportedArchitectureError
 
@@ -42,6 +43,9 @@ def resolve(root: nn.Module, path: str, *, field: str | None = None, where: str 
 
 
 def first_tensor(output: Any) -> Tensor:
+    """A module's main output: the first element of a tuple, list or transformers ``ModelOutput``."""
+    if isinstance(output, ModelOutput):
+        return output.to_tuple()[0]
     return output[0] if isinstance(output, (tuple, list)) else output
 
 

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from ..errors import ExtractionError
-from ..record import HeadRecord, LayerRecord, NormRecord
+from ..record import LayerRecord
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._assemble import assemble
-from ._modules import eager_attention, eval_mode, first_tensor, resolve
+from ._head import HeadRecorder, OnHead
+from ._modules import eager_attention, eval_mode, resolve
 from ._recorder import BlockRecorder, Session
 from ._rerun import rest_of_block
 from ._verify import tolerance_for, verify_layer
 
 OnLayer = Callable[[LayerRecord], None]
-OnHead = Callable[[HeadRecord], None]
 
 
 def views(adapter: Adapter | EncoderDecoderAdapter) -> dict[str, Adapter]:
@@ -93,7 +92,7 @@ def recording(
         with session.pause():
             on_layer(record)
 
-    head = _HeadRecorder(model, adapter, on_head) if on_head is not None else None
+    head = HeadRecorder(model, adapter, on_head) if on_head is not None else None
     # Every path is resolved above; from here on each hook's removal is registered the moment the hook exists.
     with ExitStack() as hooks, eager_attention(model), eval_mode(model), torch.no_grad():
         for recorder in recorders:
@@ -102,58 +101,3 @@ def recording(
         if head is not None:
             head.attach(hooks, session)
         yield
-
-
-class _HeadRecorder:
-    """Records what follows the last block: the final norm (with its true input) and the output layer's weights."""
-
-    def __init__(self, model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter, on_head: OnHead) -> None:
-        if isinstance(adapter, EncoderDecoderAdapter):
-            raise ExtractionError(
-                f"{type(model).__name__}: recording the model's head is supported for single-stack models only."
-            )
-        self.model, self.adapter, self.on_head = model, adapter, on_head
-        self.final_norm = None
-        if adapter.final_norm is not None:
-            self.final_norm = resolve(
-                model.base_model, adapter.final_norm, field="final_norm", where=type(model).__name__
-            )
-        self.slots: dict[str, Tensor] = {}
-
-    def attach(self, hooks: ExitStack, session: Session) -> None:
-        def store(name: str) -> Callable[..., None]:
-            def hook(_module: nn.Module, inputs: Any, output: Any = None) -> None:
-                if not session.paused:
-                    self.slots[name] = first_tensor(inputs if output is None else output).clone()
-
-            return hook
-
-        if self.final_norm is not None:
-            hooks.callback(self.final_norm.register_forward_pre_hook(store("norm_input")).remove)
-            hooks.callback(self.final_norm.register_forward_hook(store("norm_output")).remove)
-        hooks.callback(self.model.base_model.register_forward_hook(self._on_model_output).remove)
-
-    def _on_model_output(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        hidden = output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", None)
-        norm = None
-        if self.final_norm is not None:
-            norm = NormRecord(
-                kind=self.adapter.norm_kind,
-                weight=_weight(self.final_norm, self.adapter.norm_weight_offset),
-                bias=None if getattr(self.final_norm, "bias", None) is None else self.final_norm.bias.detach(),
-                eps=float(getattr(self.final_norm, self.adapter.norm_eps_attr)),
-                input=self.slots["norm_input"],
-                output=self.slots["norm_output"],
-            )
-        output_layer = self.model.get_output_embeddings() if self.model is not self.model.base_model else None
-        weight = None if output_layer is None else output_layer.weight.detach()
-        bias = None if output_layer is None or output_layer.bias is None else output_layer.bias.detach()
-        self.slots.clear()
-        self.on_head(HeadRecord(hidden=hidden, final_norm=norm, output_weight=weight, output_bias=bias))
-
-
-def _weight(module: nn.Module, offset: float) -> Tensor | None:
-    weight = getattr(module, "weight", None)
-    if weight is None:
-        return None
-    return weight.detach() + offset if offset else weight.detach()

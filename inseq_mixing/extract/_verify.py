@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..errors import DecompositionError
 from ..norms import bias_or_zero, linearized
-from ..record import AttentionRecord, LayerRecord, NormRecord
+from ..record import AttentionRecord, HeadRecord, LayerRecord, NormRecord, lowest_precision
 
 FP32_TOLERANCE = 1e-5
 """Largest error accepted in float32, relative to ``max(1, max|reference|)``."""
@@ -127,3 +127,49 @@ def verify_layer(record: LayerRecord, model_class: str, tolerance: float) -> Non
         error = relative_error(rebuilt, real)
         if not error <= tolerance:  # also catches NaN
             raise DecompositionError(model_class, record.layer_idx, name, error, tolerance)
+
+
+def head_checks(head: HeadRecord) -> dict[str, tuple[Tensor, Tensor]]:
+    """The head rebuilt from its recorded parts equals the model's output logits."""
+    checks: dict[str, tuple[Tensor, Tensor]] = {}
+    if head.final_norm is not None:
+        checks["final norm output = linearized final norm"] = (norm_output(head.final_norm), head.final_norm.output)
+        checks["bare model output = final norm output"] = (head.final_norm.output, head.hidden)
+    if head.output_weight is not None and head.logits is not None:
+        directions = sketch_directions(head.output_weight.shape[0], head.hidden.device)
+        rebuilt = head.hidden.float() @ (head.output_weight.float().T @ directions)
+        if head.output_bias is not None:
+            rebuilt = rebuilt + head.output_bias.float() @ directions
+        checks[f"logits = hidden · unembedding (along {SKETCH_DIRECTIONS} random directions)"] = (
+            rebuilt, head.logits.float() @ directions,
+        )  # fmt: skip
+    steps = head.classifier
+    if steps:
+        reads = head.hidden[:, head.classifier_position].float()
+        checks["classifier reads its token's hidden state"] = (reads, steps[0].input)
+        for idx, step in enumerate(steps):
+            rebuilt = step.input.float() @ step.weight.float()
+            checks[f"classifier step {idx} = input · W + b"] = (
+                rebuilt if step.bias is None else rebuilt + step.bias.float(), step.pre_activation,
+            )  # fmt: skip
+            if idx + 1 < len(steps):
+                activated = step.pre_activation if step.activation is None else step.activation(step.pre_activation)
+                checks[f"classifier step {idx + 1} input = activation of step {idx}"] = (
+                    activated,
+                    steps[idx + 1].input,
+                )
+        if head.logits is not None:
+            checks["logits = last classifier step"] = (steps[-1].pre_activation, head.logits)
+    return checks
+
+
+def verify_head(head: HeadRecord, model_class: str, layer_idx: int) -> None:
+    """Raise :class:`DecompositionError` naming the model class and the check if the head does not add up."""
+    dtypes = [head.hidden.dtype] + [step.pre_activation.dtype for step in head.classifier]
+    tolerance = tolerance_for(lowest_precision(dtypes))
+    for name, (rebuilt, real) in head_checks(head).items():
+        if rebuilt is real:
+            continue
+        error = relative_error(rebuilt, real)
+        if not error <= tolerance:
+            raise DecompositionError(model_class, layer_idx, f"head: {name}", error, tolerance)

@@ -5,7 +5,9 @@ ELECTRA's ``embeddings_project`` (embedding size ≠ hidden size) runs before th
 
 from dataclasses import replace
 
-from ._adapter import Adapter, FFNParts
+import torch
+
+from ._adapter import Adapter, ClassifierHead, ClassifierStep, FFNParts
 
 BERT = Adapter(
     family="BERT",
@@ -21,8 +23,24 @@ BERT = Adapter(
     layout="post_ln",
     is_causal=False,
     position_kind="absolute",
+    classifier=ClassifierHead(
+        (ClassifierStep("bert.pooler.dense", "bert.pooler.activation"), ClassifierStep("classifier"))
+    ),
 )
 
-ROBERTA = replace(BERT, family="RoBERTa", position_offset=2)  # positions count from pad_token_id + 1
+ROBERTA = replace(
+    BERT,
+    family="RoBERTa",
+    position_offset=2,  # positions count from pad_token_id + 1
+    classifier=ClassifierHead(  # RobertaClassificationHead: dense, torch.tanh (inline), out_proj
+        (ClassifierStep("classifier.dense", lambda config: torch.tanh), ClassifierStep("classifier.out_proj"))
+    ),
+)
 
-ELECTRA = replace(BERT, family="ELECTRA")
+ELECTRA = replace(
+    BERT,
+    family="ELECTRA",
+    classifier=ClassifierHead(
+        (ClassifierStep("classifier.dense", "classifier.activation"), ClassifierStep("classifier.out_proj"))
+    ),
+)

@@ -10,12 +10,21 @@ per-block decomposition sees: they raise :class:`UnsupportedArchitectureError`.
 from dataclasses import replace
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 from ..errors import UnsupportedArchitectureError
-from ._adapter import Adapter, AdapterChoice
+from ._adapter import Adapter, AdapterChoice, ClassifierHead, ClassifierStep
 from .bert import BERT
 
-DEBERTA_V2 = replace(BERT, family="DeBERTa-v2 / v3", value="attention.self.value_proj", position_kind="relative")
+DEBERTA_V2 = replace(
+    BERT,
+    family="DeBERTa-v2 / v3",
+    value="attention.self.value_proj",
+    position_kind="relative",
+    classifier=ClassifierHead(  # ContextPooler: dense, then ACT2FN[config.pooler_hidden_act] inline; classifier
+        (ClassifierStep("pooler.dense", lambda config: ACT2FN[config.pooler_hidden_act]), ClassifierStep("classifier"))
+    ),
+)
 
 
 def deberta_v2_for(config: PretrainedConfig) -> Adapter:

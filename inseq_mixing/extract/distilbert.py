@@ -1,6 +1,8 @@
 """DistilBERT: post-LN encoder whose attention module includes the output projection."""
 
-from ._adapter import Adapter, FFNParts
+import torch
+
+from ._adapter import Adapter, ClassifierHead, ClassifierStep, FFNParts
 
 DISTILBERT = Adapter(
     family="DistilBERT",
@@ -15,5 +17,8 @@ DISTILBERT = Adapter(
     norm_kind="layer",
     layout="post_ln",
     position_kind="absolute",
+    classifier=ClassifierHead(  # pre_classifier, then nn.ReLU() applied inline, then classifier
+        (ClassifierStep("pre_classifier", lambda config: torch.relu), ClassifierStep("classifier"))
+    ),
     is_causal=False,
 )
