@@ -14,6 +14,7 @@ from .errors import (
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
 from .measures import MEASURES, Measure, register_measure
 from .mixing import METHODS, context_mixing
+from .prediction import PredictionAttribution, attribute_prediction
 from .rollout import normalize_rows, rollout
 
 __version__ = "0.1.0"
@@ -31,10 +32,12 @@ __all__ = [
     "InvalidInputError",
     "Measure",
     "OffloadedWeightsError",
+    "PredictionAttribution",
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedArchitectureError",
     "__version__",
+    "attribute_prediction",
     "context_mixing",
     "normalize_rows",
     "register_adapter",

@@ -78,6 +78,12 @@ class BlockForm:
         return ()
 
     @property
+    def adds_to_stream(self) -> bool:
+        """Whether the block output is its input plus what the attention and the FFN add (pre-LN, parallel), so that
+        the final hidden state is the embedding plus every layer's additions."""
+        return self.layout != "post_ln"
+
+    @property
     def attention_reads_norm1(self) -> bool:
         """Whether the attention reads ``norm1`` of the block input (pre-LN, parallel) rather than the input itself."""
         return self.layout != "post_ln" and self.norm1

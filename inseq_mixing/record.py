@@ -221,13 +221,16 @@ class HeadRecord:
     to the class logits (BERT's pooler ``tanh(h W_p + b_p)`` then the classifier).
 
     Attributes:
-        hidden: The bare model's output ``[batch, query, d_model]`` (after the final norm, if any).
+        hidden: What the output layer reads ``[batch, query, d_model]``: the final norm's output, or the last block's
+            output where there is no final norm.
         final_norm: The model's final norm with its true input, or ``None`` if it has none.
         output_weight: Causal LMs: the unembedding rows ``[vocab, d_model]``; ``None`` otherwise.
         output_bias: Its bias ``[vocab]``, or ``None``.
         classifier: Sequence classifiers: the head's layers in order; empty otherwise.
         classifier_position: Which token's hidden state the classifier reads (0: the first).
         logits: The model's real output logits: ``[batch, query, vocab]`` or ``[batch, classes]``.
+        logit_softcap: Gemma 2/3's final soft-capping ``c·tanh(z/c)`` of the logits, or ``None``; explanations
+            explain the linear logit ``z`` before it.
     """
 
     hidden: Float[Tensor, "batch query d_model"]
@@ -237,3 +240,4 @@ class HeadRecord:
     classifier: tuple[HeadStep, ...] = ()
     classifier_position: int = 0
     logits: Tensor | None = None
+    logit_softcap: float | None = None

@@ -24,15 +24,22 @@ from .record import HeadRecord, LayerRecord, lowest_precision
 from .rollout import mask_padding
 
 
-def measure_named(name: str) -> Measure:
-    """The registered measure ``name``.
+def measure_named(name: str, *, explains: bool = False) -> Measure:
+    """The registered measure ``name``: one that gives context-mixing matrices (or, with ``explains``, one that
+    explains predictions).
 
     Raises:
-        UnknownMethodError: Listing the available names.
+        UnknownMethodError: Listing the available names (and where a name of the other kind belongs).
     """
-    if not isinstance(name, str) or name not in MEASURES:
-        raise UnknownMethodError(f"Unknown context-mixing method {name!r}; available: {', '.join(MEASURES)}.")
-    return MEASURES[name]
+    wanted = {n: m for n, m in MEASURES.items() if (m.explains if explains else m.maps)}
+    if isinstance(name, str) and name in wanted:
+        return wanted[name]
+    kind, call = ("prediction", "attribute_prediction") if explains else ("context-mixing", "context_mixing")
+    hint = ""
+    if isinstance(name, str) and name in MEASURES:
+        other = "context_mixing" if explains else "attribute_prediction"
+        hint = f" ({name!r} is computed by inseq_mixing.{other}, not {call})"
+    raise UnknownMethodError(f"Unknown {kind} method {name!r}{hint}; available: {', '.join(wanted)}.")
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class RunResult:
     """
 
     raw: dict[str, dict[str, Tensor]]
-    results: dict[str, Tensor]
+    results: dict[str, Any]
     inputs: ModelInputs
 
 

@@ -53,6 +53,8 @@ class HeadRecorder:
         self.steps: list[tuple[nn.Module, Callable[[Tensor], Tensor] | None]] = []
         if self.kind == "classifier":
             self.steps = [self._step(step, where) for step in adapter.classifier.steps]
+        self.last_block = resolve(model.base_model, adapter.blocks, field="blocks", where=where)[-1]
+        self.softcap = getattr(model.config, "final_logit_softcapping", None) if self.kind == "causal_lm" else None
         self.slots: dict[str, Tensor] = {}
 
     def _step(self, step: ClassifierStep, where: str) -> tuple[nn.Module, Callable[[Tensor], Tensor] | None]:
@@ -79,7 +81,9 @@ class HeadRecorder:
             keep(self.final_norm, "norm")
         for idx, (linear, _activation) in enumerate(self.steps):
             keep(linear, f"step{idx}")
-        hooks.callback(self.model.base_model.register_forward_hook(store("hidden", True)).remove)
+        # The stream the head reads: the final norm's output, or the last block's (some heads call the decoder stack
+        # directly, not the bare model, so the bare model's own output is not observed).
+        hooks.callback(self.last_block.register_forward_hook(store("last_block", True)).remove)
         hooks.callback(self.model.register_forward_hook(self._on_model_output).remove)
 
     def _on_model_output(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -118,10 +122,12 @@ class HeadRecorder:
                 input=slots[f"step{idx}_input"], pre_activation=slots[f"step{idx}_output"],
             ))  # fmt: skip
         position = adapter.classifier.position if adapter.classifier is not None else 0
+        hidden = norm.output if norm is not None else slots["last_block"]
         return HeadRecord(
-            hidden=slots["hidden"], final_norm=norm, output_weight=output_weight, output_bias=output_bias,
+            hidden=hidden, final_norm=norm, output_weight=output_weight, output_bias=output_bias,
             classifier=tuple(steps), classifier_position=position,
             logits=None if logits is None else logits.detach(),
+            logit_softcap=self.softcap,
         )  # fmt: skip
 
 

@@ -134,8 +134,13 @@ def head_checks(head: HeadRecord) -> dict[str, tuple[Tensor, Tensor]]:
     checks: dict[str, tuple[Tensor, Tensor]] = {}
     if head.final_norm is not None:
         checks["final norm output = linearized final norm"] = (norm_output(head.final_norm), head.final_norm.output)
-        checks["bare model output = final norm output"] = (head.final_norm.output, head.hidden)
-    if head.output_weight is not None and head.logits is not None:
+    if head.output_weight is not None and head.logits is not None and head.logit_softcap:
+        linear = head.hidden.float() @ head.output_weight.float().T
+        if head.output_bias is not None:
+            linear = linear + head.output_bias.float()
+        cap = float(head.logit_softcap)
+        checks["logits = softcap(hidden · unembedding)"] = (cap * torch.tanh(linear / cap), head.logits)
+    elif head.output_weight is not None and head.logits is not None:
         directions = sketch_directions(head.output_weight.shape[0], head.hidden.device)
         rebuilt = head.hidden.float() @ (head.output_weight.float().T @ directions)
         if head.output_bias is not None:

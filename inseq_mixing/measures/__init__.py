@@ -15,6 +15,7 @@ from .attention_norm import attention_norm
 from .attention_norm_res import attention_norm_res
 from .attention_norm_res_ln import attention_norm_res_ln
 from .globenc import globenc
+from .logit import alti_logit_state, logit_state
 from .value_zeroing import finish_value_zeroing, value_zeroing
 
 _TABLE = (
@@ -26,14 +27,19 @@ _TABLE = (
     Measure("alti", alti, aggregation="rollout", scores_cross_residual=True),
     Measure("value_zeroing", value_zeroing, finish=finish_value_zeroing),
     Measure("attention_rollout", attention, includes_residual=False, aggregation="rollout_only"),
+    Measure("logit", state=logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
+    Measure("alti_logit", state=alti_logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
 )
 
 MEASURES: dict[str, Measure] = {measure.name: measure for measure in _TABLE}
 """The single registry of measures, keyed by the name used everywhere (function, CLI, docs, inseq method): each
 entry declares its function, residual, default aggregation, options, reach and whether it carries a state."""
 
-METHODS: tuple[str, ...] = tuple(MEASURES)
+METHODS: tuple[str, ...] = tuple(name for name, measure in MEASURES.items() if measure.maps)
 """Every method name :func:`inseq_mixing.context_mixing` accepts (the built-in table)."""
+
+PREDICTION_METHODS: tuple[str, ...] = tuple(name for name, measure in MEASURES.items() if measure.explains)
+"""Every method name :func:`inseq_mixing.attribute_prediction` accepts."""
 
 
 def register_measure(measure: Measure) -> None:
@@ -53,6 +59,7 @@ __all__ = [
     "EVERY_KIND",
     "MEASURES",
     "METHODS",
+    "PREDICTION_METHODS",
     "Aggregation",
     "CrossLayerState",
     "Measure",

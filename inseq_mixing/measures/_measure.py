@@ -57,6 +57,10 @@ class Measure:
         needs_ffn: Records must carry the FFN's parts (``LayerRecord.ffn``).
         needs_head: The model's head (final norm, unembedding or classifier) must be recorded.
         inseq: Registered as an inseq attribution method (``attention`` is inseq's own).
+        explains: The measure explains a prediction (:func:`inseq_mixing.attribute_prediction`): its state takes
+            ``explained`` (what is explained) and returns per-token scores with the named rest.
+        maps: The measure gives context-mixing matrices (:func:`inseq_mixing.context_mixing`); ``False`` for those
+            that only explain predictions.
     """
 
     name: str
@@ -70,6 +74,8 @@ class Measure:
     needs_ffn: bool = False
     needs_head: bool = False
     inseq: bool = True
+    explains: bool = False
+    maps: bool = True
 
     def __post_init__(self) -> None:
         if (self.fn is None) == (self.state is None):
