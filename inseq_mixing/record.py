@@ -69,6 +69,10 @@ class AttentionRecord:
         w_o: Rows of the output projection that read each head, ``[head, d_head, d_model]``.
         b_o: The output projection bias ``[d_model]`` or ``None``.
         output: The real attention output (after the output projection, bias included) ``[batch, query, d_model]``.
+        w_v: The value projection per query head ``[head, d_in, d_head]`` (key/value heads repeated), recorded for
+            measures that decompose what the attention reads (with the FFN's parts); else ``None``.
+        b_v: Its bias ``[head, d_head]``, or ``None``.
+        value_input: What the value projection really read ``[batch, key, d_in]`` (with ``w_v``), or ``None``.
     """
 
     alpha: Float[Tensor, "batch head query key"]
@@ -76,6 +80,9 @@ class AttentionRecord:
     w_o: Float[Tensor, "head d_head d_model"]
     b_o: Float[Tensor, " d_model"] | None
     output: Float[Tensor, "batch query d_model"]
+    w_v: Float[Tensor, "head d_in d_head"] | None = None
+    b_v: Float[Tensor, "head d_head"] | None = None
+    value_input: Float[Tensor, "batch key d_in"] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def required_slots(recorder: BlockRecorder) -> set[str]:
     expected = {"residual", "alpha", "values", "attention_output", "ffn_output", "output"}
     expected |= {f"{name}_{side}" for name in recorded_norms for side in ("input", "output")}
     if recorder.ffn_parts is not None:
-        expected |= {"ffn_input", "ffn_gate", "ffn_act_input", "ffn_activated", "ffn_out"}
+        expected |= {"value_input", "ffn_input", "ffn_gate", "ffn_act_input", "ffn_activated", "ffn_out"}
         expected |= {"ffn_up"} if recorder.ffn_parts.up is not None else set()
     return expected
 
@@ -48,6 +48,9 @@ def assemble(
     if adapter.value_split is not None:
         values = adapter.value_split(values, n_heads, d_head)
         values = values.reshape(*values.shape[:2], -1)
+    w_v = b_v = None
+    if recorder.ffn_parts is not None:
+        w_v, b_v = value_weights(recorder, n_heads, d_head)
     return LayerRecord(
         layer_idx=recorder.layer_idx,
         form=adapter.form,
@@ -58,6 +61,9 @@ def assemble(
             w_o=w_o,
             b_o=b_o,
             output=slots["attention_output"],
+            w_v=w_v,
+            b_v=b_v,
+            value_input=slots.get("value_input") if w_v is not None else None,
         ),
         norm1=norm_record(recorder, slots, "norm1"),
         norm2=norm_record(recorder, slots, "norm2"),
@@ -70,6 +76,22 @@ def assemble(
         stack=recorder.stack,
         ffn=ffn_record(recorder, slots) if recorder.ffn_parts is not None else None,
     )
+
+
+def value_weights(recorder: BlockRecorder, n_heads: int, d_head: int) -> tuple[Tensor, Tensor | None]:
+    """The value projection as ``[head, d_in, d_head]`` per query head and its bias ``[head, d_head]``.
+
+    A fused q/k/v projection's value part is cut out of its weight with the adapter's ``value_split`` (which slices
+    the output dimension, so it applies to the weight's columns as to the output's).
+    """
+    weight, bias = linear_weights(recorder, recorder.value, "value")
+    split = recorder.adapter.value_split
+    if split is not None:
+        weight = split(weight[None], n_heads, d_head).reshape(weight.shape[0], -1)
+        bias = None if bias is None else split(bias[None, None], n_heads, d_head).reshape(-1)
+    w_v = per_head(recorder, weight[None], n_heads, d_head)[0]  # [head, d_in, d_head]
+    b_v = None if bias is None else per_head(recorder, bias[None, None], n_heads, d_head)[0, :, 0]
+    return w_v, b_v
 
 
 def norm_record(recorder: BlockRecorder, slots: dict[str, Tensor], slot: str) -> NormRecord | None:
@@ -149,8 +171,8 @@ def linear_weights(recorder: BlockRecorder, module: nn.Module, name: str) -> tup
     weight = input_output_weight(module)
     if weight is None:
         raise ExtractionError(
-            f"{recorder.where}: the FFN's '{name}' projection is a {type(module).__name__}; expected nn.Linear or "
-            "Conv1D (fix the adapter's 'ffn_parts')."
+            f"{recorder.where}: the '{name}' projection is a {type(module).__name__}; expected nn.Linear or "
+            "Conv1D (fix the adapter's 'ffn_parts' or 'value')."
         )
     if weight.is_meta:
         raise OffloadedWeightsError(recorder.model_class, recorder.layer_idx)

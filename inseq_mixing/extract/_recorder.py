@@ -22,7 +22,8 @@ from ._modules import first_tensor, resolve
 PER_TOKEN_OUTPUTS = frozenset(
     {"attention_output", "ffn_output", "norm1_input", "norm1_output", "norm2_input", "norm2_output",
      "post_attention_norm_input", "post_attention_norm_output", "post_ffn_norm_input", "post_ffn_norm_output",
-     "residual", "output", "ffn_input", "ffn_gate", "ffn_act_input", "ffn_activated", "ffn_up", "ffn_out"}
+     "residual", "output", "value_input", "ffn_input", "ffn_gate", "ffn_act_input", "ffn_activated", "ffn_up",
+     "ffn_out"}
 )  # fmt: skip
 """Slots holding one vector per token (``[batch, seq, width]``)."""
 
@@ -145,6 +146,8 @@ class BlockRecorder:
                 keep(module.register_forward_pre_hook(self._input_storer(name)))
             else:
                 keep(module.register_forward_hook(self._storer(name)))
+        if self.ffn_parts is not None:  # decomposition-grade records: what the value projection reads, too
+            keep(self.value.register_forward_pre_hook(self._input_storer("value_input")))
         for name, module in self.ffn_modules.items():
             if name == "gate":
                 keep(module.register_forward_pre_hook(self._input_storer("ffn_input")))

@@ -85,6 +85,12 @@ def layer_checks(record: LayerRecord) -> dict[str, tuple[Tensor, Tensor]]:
         if norm is not None:
             checks[f"{name} output = linearized {name}"] = (norm_output(norm), norm.output)
     checks.update(record.form.stream_identities(record))
+    attention = record.attention
+    if attention.w_v is not None:
+        rebuilt = torch.einsum("bkd,hde->bhke", attention.value_input.float(), attention.w_v.float())
+        if attention.b_v is not None:
+            rebuilt = rebuilt + attention.b_v.float()[None, :, None]
+        checks["values = value input · W_V + b_V"] = (rebuilt, attention.values)
     if record.ffn is not None:
         checks.update(ffn_checks(record))
     return checks
