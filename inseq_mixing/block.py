@@ -186,14 +186,16 @@ class BlockForm:
     ) -> Tensor:
         """The block output for a given attention output, recomputed with the block's own modules.
 
-        A parallel block's FFN reads the block input, not the attention: its recorded ``ffn_output`` is reused.
+        A parallel block's FFN reads the block input, not the attention: its recorded ``ffn_output`` is reused when
+        given, and computed from ``residual`` otherwise. ``modules`` may be the real modules or any maps with the same
+        wiring (DecompX passes linearized ones acting on per-source parts).
         """
         stream = self.stream_after_attention(modules, residual, attention_output)
         if self.layout == "post_ln":
             return modules.norm2(stream + modules.ffn(stream))
         if self.layout == "parallel":
             if ffn_output is None:
-                raise ValueError("A parallel block's rest needs the recorded FFN output (it reads the block input).")
+                ffn_output = modules.ffn(modules.norm2(residual) if modules.norm2 is not None else residual)
             ffn = ffn_output.to(stream.dtype)
         else:
             ffn = modules.ffn(modules.norm2(stream) if modules.norm2 is not None else stream)

@@ -14,7 +14,7 @@ from .errors import InvalidInputError
 from .measures import DEFAULT_MEMORY_BUDGET, METHODS, Measure
 
 __all__ = ["METHODS", "context_mixing", "presented", "resolve_method"]
-from .rollout import normalize_rows
+from .rollout import mask_padding, normalize_rows
 from .rollout import rollout as roll_out
 from .run import Request, RunResult, measure_named, plan, run
 
@@ -107,8 +107,16 @@ def context_mixing(
 def presented(request: Request, result: RunResult, *, rollout: bool, normalize: bool) -> Tensor | EncoderDecoderMixing:
     """One measure's result as :func:`context_mixing` returns it: normalized and rolled out as asked."""
     measure = request.measure
-    if measure.is_cross_layer:
-        return result.results[measure.name]
+    if measure.is_cross_layer:  # maps carried across layers (DecompX): already through every layer below
+        maps = result.results[measure.name]
+        if rollout:
+            raise InvalidInputError(
+                f"{measure.name}'s maps already carry every layer below them; drop rollout=True (rollout applies to "
+                "per-layer measures)."
+            )
+        mask = next(iter(result.inputs.masks.values()))
+        maps = mask_padding(maps, *mask)
+        return normalize_rows(maps) if normalize else maps
     stacks = result.raw[measure.name]
     rolled = rollout or measure.aggregation == "rollout_only"
     if "layers" not in stacks:

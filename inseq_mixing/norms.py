@@ -17,12 +17,12 @@ from .record import NormRecord
 def inverse_scale(norm: NormRecord) -> Float[Tensor, "batch query"]:
     """``1 / σ(y)`` of every true input vector: ``1/sqrt(var + eps)`` (LayerNorm) or ``1/sqrt(mean(y²) + eps)`` (RMS).
 
-    Statistics are accumulated in float32 whatever the model's dtype.
+    Statistics are accumulated in float32 (float64 for float64 models) whatever the model's dtype.
     """
     cached = norm.__dict__.get("_inverse_scale")  # the verification and the measures share one computation
     if cached is not None:
         return cached
-    y = norm.input.float()
+    y = norm.input if norm.input.dtype == torch.float64 else norm.input.float()
     if norm.kind == "layer":
         y = y - y.mean(dim=-1, keepdim=True)  # two passes: as exact as torch.var, several times faster on CPU
     scale = torch.rsqrt(y.pow(2).mean(dim=-1) + norm.eps)
@@ -35,7 +35,7 @@ def linear_part(norm: NormRecord, v: Float[Tensor, "*batch d_model"]) -> Float[T
     if norm.kind == "layer":
         v = v - v.mean(dim=-1, keepdim=True)
     if norm.weight is not None:
-        v = v * norm.weight.float()
+        v = v * norm.weight.to(torch.float64 if v.dtype == torch.float64 else torch.float32)
     return v
 
 

@@ -72,6 +72,7 @@ def attribute_prediction(
     position: int | Tensor | Literal["all"] | None = None,
     per_head: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    **options: Any,
 ) -> PredictionAttribution:
     """Explain what the model predicts: each input token's contribution to a logit, or to a logit difference.
 
@@ -88,6 +89,8 @@ def attribute_prediction(
             token), one per sequence, or ``"all"`` for every position in one pass.
         per_head: Also return per-head contributions (Logit and ALTI-Logit).
         memory_budget: Bytes a measure may use for its per-chunk intermediates.
+        **options: The method's own options, e.g. ``bias="separate"`` for DecompX (biases kept as their own part,
+            reported in ``rest["bias"]``, instead of shared among the tokens by AbsDot).
 
     Returns:
         A :class:`PredictionAttribution` whose scores plus rest add up to ``value``.
@@ -104,6 +107,7 @@ def attribute_prediction(
     """
     model = check_model(model)
     measure = measure_named(method, explains=True)
+    measure.split_options(options)  # unknown options fail before anything runs
     adapter = get_adapter(model)
     kind = head_kind(model, adapter)
     if kind == "none":
@@ -116,8 +120,10 @@ def attribute_prediction(
     mask = inputs.masks["layers"][0]
     head = head_pass(model, adapter, inputs.forward)
     explained = _explained(head, mask, kind, target, foil, position)
-    options = {"explained": explained, "padding_mask": mask}
+    options = {**options, "explained": explained, "padding_mask": mask}
     if per_head:
+        if "per_head" not in measure.option_names():
+            raise InvalidInputError(f"{method} has no per-head contributions; drop per_head=True.")
         options["per_head"] = True
     result = run(model, input_ids, [Request(measure, options)], attention_mask=attention_mask,
                  memory_budget=memory_budget).results[measure.name]  # fmt: skip
@@ -168,7 +174,7 @@ def _assemble(method: str, result: dict, explained: Explained, *, single: bool) 
     if scores is None:
         scores = per_layer.sum(1)
     rest = result["rest"]
-    value = explained.linear_logit() if explained.head.output_weight is not None else result["value"]
+    value = explained.linear_logit() if explained.head.output_weight is not None else explained.class_logit()
     per_head = result.get("per_head")
     per_layer = None if per_layer is None else per_layer.transpose(1, 2)  # [batch, T, layer, seq]
     per_head = None if per_head is None else per_head.permute(0, 3, 1, 2, 4)  # [batch, T, layer, head, seq]

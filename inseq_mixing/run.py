@@ -8,6 +8,7 @@ computations have in common (per-head vectors, Gram matrices: see ``measures/_ca
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,15 @@ def plan(methods: Sequence[str], options: Mapping[str, Any]) -> list[Request]:
     return [Request(m, *m.split_options({k: v for k, v in options.items() if k in m.option_names()})) for m in measures]
 
 
+def _state_options(request: Request, memory_budget: int, padding_mask: Tensor) -> dict[str, Any]:
+    """A cross-layer state's arguments: the request's options, the memory budget, and the padding mask if it reads
+    one (the run layer knows it; users do not pass it)."""
+    options = {"memory_budget": memory_budget, **request.layer_options}
+    if "padding_mask" in inspect.signature(request.measure.state).parameters:
+        options.setdefault("padding_mask", padding_mask)
+    return options
+
+
 def model_kind(adapter: Adapter | EncoderDecoderAdapter) -> ModelKind:
     """``"encoder-decoder"``, ``"decoder"`` (causal) or ``"encoder"``."""
     if isinstance(adapter, EncoderDecoderAdapter):
@@ -130,8 +140,9 @@ def run(
     inputs = prepare_inputs(model, adapter, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
     n_layers = {stack: len(blocks_of(model, stack)) for stack in stacks_of(adapter)}
     per_layer = [r for r in requests if not r.measure.is_cross_layer]
+    query_mask = next(iter(inputs.masks.values()))[0]
     states: dict[str, CrossLayerState] = {
-        r.measure.name: r.measure.state(memory_budget=memory_budget, **r.layer_options)
+        r.measure.name: r.measure.state(**_state_options(r, memory_budget, query_mask))
         for r in requests
         if r.measure.is_cross_layer
     }

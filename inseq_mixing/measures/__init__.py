@@ -14,6 +14,7 @@ from .attention import attention
 from .attention_norm import attention_norm
 from .attention_norm_res import attention_norm_res
 from .attention_norm_res_ln import attention_norm_res_ln
+from .decompx import DecompX
 from .globenc import globenc
 from .logit import alti_logit_state, logit_state
 from .value_zeroing import finish_value_zeroing, value_zeroing
@@ -27,6 +28,7 @@ _TABLE = (
     Measure("alti", alti, aggregation="rollout", scores_cross_residual=True),
     Measure("value_zeroing", value_zeroing, finish=finish_value_zeroing),
     Measure("attention_rollout", attention, includes_residual=False, aggregation="rollout_only"),
+    Measure("decompx", state=DecompX, needs_ffn=True, explains=True, kinds=frozenset({"encoder", "decoder"})),
     Measure("logit", state=logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
     Measure("alti_logit", state=alti_logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
 )

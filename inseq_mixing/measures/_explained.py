@@ -29,6 +29,11 @@ class Explained:
     foil: Int[Tensor, "batch explained"] | None
     head: HeadRecord
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision explanations are computed in: float64 for float64 models, float32 otherwise."""
+        return torch.float64 if self.head.hidden.dtype == torch.float64 else torch.float32
+
     def gather(self, per_token: Tensor) -> Tensor:
         """``per_token[b, positions[b, t]]`` for ``[batch, query, ...]`` tensors → ``[batch, T, ...]``."""
         index = self.positions.reshape(*self.positions.shape, *([1] * (per_token.dim() - 2)))
@@ -36,7 +41,7 @@ class Explained:
 
     def unembedding_direction(self) -> Float[Tensor, "batch explained d_model"]:
         """``u = U[target] − U[foil]`` (``U[target]`` without a foil), rows of the unembedding."""
-        weight = self.head.output_weight.float()
+        weight = self.head.output_weight.to(self.dtype)
         u = weight[self.target]
         return u if self.foil is None else u - weight[self.foil]
 
@@ -50,7 +55,7 @@ class Explained:
         norm = self.head.final_norm
         if norm is None:
             return u
-        scaled = u if norm.weight is None else u * norm.weight.float()
+        scaled = u if norm.weight is None else u * norm.weight.to(self.dtype)
         if norm.kind == "layer":
             scaled = scaled - scaled.mean(dim=-1, keepdim=True)
         return scaled * self.gather(inverse_scale(norm)[..., None])
@@ -58,20 +63,26 @@ class Explained:
     def output_bias_share(self) -> Float[Tensor, "batch explained"]:
         """What belongs to no input part after the final norm: ``u · β_f`` and ``b[target] − b[foil]``."""
         u = self.unembedding_direction()
-        total = torch.zeros(u.shape[:2], device=u.device)
+        total = torch.zeros(u.shape[:2], dtype=u.dtype, device=u.device)
         norm = self.head.final_norm
         if norm is not None and norm.bias is not None:
-            total = total + u @ norm.bias.float()
+            total = total + u @ norm.bias.to(self.dtype)
         if self.head.output_bias is not None:
-            bias = self.head.output_bias.float()
+            bias = self.head.output_bias.to(self.dtype)
             total = total + bias[self.target] - (0 if self.foil is None else bias[self.foil])
         return total
 
     def linear_logit(self) -> Float[Tensor, "batch explained"]:
         """The explained logit (difference) as the model's last linear layer computes it (before any soft-capping)."""
-        hidden = self.gather(self.head.hidden.float())
+        hidden = self.gather(self.head.hidden.to(self.dtype))
         value = (hidden * self.unembedding_direction()).sum(-1)
         if self.head.output_bias is not None:
-            bias = self.head.output_bias.float()
+            bias = self.head.output_bias.to(self.dtype)
             value = value + bias[self.target] - (0 if self.foil is None else bias[self.foil])
         return value
+
+    def class_logit(self) -> Float[Tensor, "batch explained"]:
+        """A classifier's explained logit (difference), from its real output logits."""
+        logits = self.head.logits.to(self.dtype)[:, None].expand(-1, self.target.shape[1], -1)
+        value = logits.gather(-1, self.target[..., None])[..., 0]
+        return value if self.foil is None else value - logits.gather(-1, self.foil[..., None])[..., 0]

@@ -21,6 +21,9 @@ out (``attention_rollout``)."""
 ModelKind = Literal["encoder", "decoder", "encoder-decoder"]
 EVERY_KIND: frozenset[ModelKind] = frozenset({"encoder", "decoder", "encoder-decoder"})
 
+PASSED_BY_THE_RUN = frozenset({"padding_mask", "explained"})
+"""Keyword arguments of a cross-layer state that the run layer (or ``attribute_prediction``) supplies, not users."""
+
 
 class CrossLayerState(Protocol):
     """A measure that carries a state from one layer to the next (e.g. a per-token decomposition of every hidden
@@ -101,7 +104,7 @@ class Measure:
 
     def option_names(self) -> tuple[str, ...]:
         """Every option the measure takes (``memory_budget`` included)."""
-        names = _keywords(self.fn or self.state)
+        names = tuple(n for n in _keywords(self.fn or self.state) if n not in PASSED_BY_THE_RUN)
         return (*names, *(n for n in _keywords(self.finish) if n not in names)) if self.finish else names
 
     def split_options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -116,7 +119,7 @@ class Measure:
                 f"{self.name} got unknown option(s) {', '.join(map(repr, unknown))}; its options are: "
                 f"{', '.join(self.option_names())}."
             )
-        layer_names = _keywords(self.fn or self.state)
+        layer_names = set(_keywords(self.fn or self.state)) - PASSED_BY_THE_RUN
         per_layer = {k: v for k, v in options.items() if k in layer_names}
         return per_layer, {k: v for k, v in options.items() if k not in layer_names}
 

@@ -103,11 +103,19 @@ class LogitContributions:
         }
 
 
-def logit_state(**options) -> LogitContributions:
+def logit_state(
+    *, explained: Explained, padding_mask: Tensor, per_head: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET
+) -> LogitContributions:
     """The ``logit`` measure's state: per-layer parts, not tracked."""
-    return LogitContributions(track=False, **options)
+    return LogitContributions(
+        explained=explained, padding_mask=padding_mask, track=False, per_head=per_head, memory_budget=memory_budget
+    )
 
 
-def alti_logit_state(**options) -> LogitContributions:
+def alti_logit_state(
+    *, explained: Explained, padding_mask: Tensor, per_head: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET
+) -> LogitContributions:
     """The ``alti_logit`` measure's state: per-layer parts tracked to the input through the ALTI rollout."""
-    return LogitContributions(track=True, **options)
+    return LogitContributions(
+        explained=explained, padding_mask=padding_mask, track=True, per_head=per_head, memory_budget=memory_budget
+    )
