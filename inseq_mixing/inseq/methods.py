@@ -31,7 +31,7 @@ ROLLED_OUT_BY_DEFAULT = frozenset(name for name, m in MEASURES.items() if m.aggr
 """Methods whose inseq scores are the rollout through each layer unless ``rollout=False`` is passed (the measure
 table's ``aggregation``)."""
 
-INSEQ_METHODS: tuple[str, ...] = tuple(name for name, m in MEASURES.items() if m.inseq)
+INSEQ_METHODS: tuple[str, ...] = tuple(name for name, m in MEASURES.items() if m.inseq and not m.explains)
 """Method names registered with inseq, from the measure table (``attention`` is inseq's own; ours is
 ``attention_rollout``).
 
