@@ -21,6 +21,8 @@ from typing import NoReturn
 from torch import Tensor
 
 from . import errors
+from .cli_explain import add_explain_parser, run_explain
+from .errors import UsageError
 from .mixing import METHODS, resolve_method
 
 INSEQ_COMMANDS = ("attribute", "attribute-dataset", "attribute-context")
@@ -28,10 +30,6 @@ INSEQ_COMMANDS = ("attribute", "attribute-dataset", "attribute-context")
 
 NOT_HUB_ID_PREFIXES = ("/", "~", ".", "\\")
 """No Hugging Face Hub id starts with these, so a name that does is a local path."""
-
-
-class UsageError(Exception):
-    """A mistake on the command line; the message says what was wrong and what to pass instead."""
 
 
 LIBRARY_ERRORS: tuple[type[Exception], ...] = tuple(
@@ -96,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--rollout", action="store_true", help="Aggregate layers by rollout.")
     mix.add_argument("--plot", type=Path, help="Save per-layer heatmaps to this image file (e.g. out/mix.png).")
     mix.add_argument("--digits", type=_digits, default=2, help="Decimals shown in the table.")
+    add_explain_parser(commands, _digits)
     for name in INSEQ_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"inseq's '{name}' command (see: inseq-mixing {name} -h).")
     return parser
@@ -378,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in INSEQ_COMMANDS:
         return run_inseq(argv)
     try:
-        return run_mix(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        return run_explain(args) if args.command == "explain" else run_mix(args)
     except USER_ERRORS as error:
         return _report(error)
 

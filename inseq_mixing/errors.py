@@ -60,3 +60,7 @@ class OffloadedWeightsError(ValueError):
             "device_map offloading (accelerate moves offloaded weights in only while a module runs). Load the model "
             "without offloading (device_map on GPUs only, or no device_map) to measure context mixing."
         )
+
+
+class UsageError(ValueError):
+    """A mistake on the command line; the message says what was wrong and what to pass instead."""

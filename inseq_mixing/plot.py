@@ -325,3 +325,46 @@ def plot_source_target(
         ValueError: If the matrix is not ``target × (source + target)`` for the labels given.
     """
     return _save(_source_target_figure(combined, source_tokens, target_tokens, title=title), path)
+
+
+def _prediction_figure(attribution, tokens: Sequence[str], *, title: str = "") -> Figure:
+    plt = _pyplot()
+    scores = attribution.scores[0].detach().float().cpu().numpy()
+    if len(tokens) != scores.shape[-1]:
+        raise ValueError(f"Got {len(tokens)} token labels for {scores.shape[-1]} contributions.")
+    per_layer = attribution.per_layer
+    rows = 2 if per_layer is not None else 1
+    width = max(4.0, 0.45 * len(tokens) + 1.5)
+    fig, axes = plt.subplots(rows, 1, figsize=(width, 3.5 * rows), squeeze=False, layout="constrained")
+    bars = axes[0, 0]
+    bars.bar(range(len(tokens)), scores, color=["#2a9d4b" if value >= 0 else "#c0392b" for value in scores])
+    bars.axhline(0, color="black", linewidth=0.8)
+    bars.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    bars.set_ylabel("contribution to the logit")
+    bars.set_title(title or attribution.method)
+    if per_layer is not None:
+        data = per_layer[0].detach().float().cpu().numpy()  # [layer, token]
+        limit = max(float(abs(data).max()), _TINY)
+        ax = axes[1, 0]
+        image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+        ax.set_yticks(range(data.shape[0]), [f"layer {i + 1}" for i in range(data.shape[0])], fontsize=8)
+        ax.set_title("entering through each layer (0 at the centre of the colour scale)")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_prediction(attribution, tokens: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+    """Save a signed bar chart of each token's contribution to an explained logit (green: for, red: against) and,
+    where the method defines it (Logit, ALTI-Logit), a layer × token heatmap of what enters through each layer.
+
+    Args:
+        attribution: A :class:`~inseq_mixing.prediction.PredictionAttribution` (its first sequence is plotted).
+        tokens: One label per input token.
+        path: Output image file.
+        title: Figure title (default: the method).
+
+    Returns:
+        The path written.
+    """
+    return _save(_prediction_figure(attribution, tokens, title=title), path)

@@ -282,3 +282,28 @@ def test_mix_rollout_is_refused_for_value_zeroing_on_an_encoder_decoder(quiet_ma
         "--target", "the cat",
     )  # fmt: skip
     assert_user_error(result, "--rollout", "value_zeroing", "drop --rollout")
+
+
+def test_explain_a_causal_lm_with_a_foil_prints_signed_contributions_and_plots(tmp_path) -> None:
+    plot = tmp_path / "explain.png"
+    result = run_cli(
+        "explain", "--model", str(saved_model("gpt2")), "--method", "alti_logit", "--text", "either you win the",
+        "--target", "game", "--foil", "or", "--plot", str(plot),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "logit(game) − logit(or)" in result.stdout and "identity residual" in result.stdout
+    assert "mlp.0" in result.stdout and "either" in result.stdout
+    image = Image.open(plot)
+    assert image.size[1] > image.size[0] / 3  # bars and the per-layer heatmap
+
+
+def test_explain_a_classifier_label(tmp_path) -> None:
+    from ._tiny_models import save_tiny
+
+    path = save_tiny("bert", tmp_path / "classifier", head="sequence_classification")
+    result = run_cli("explain", "--model", str(path), "--method", "decompx", "--text", "either you win", "--target",
+                     "1", "--foil", "LABEL_0")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "logit(LABEL_1) − logit(LABEL_0)" in result.stdout
+    bad = run_cli("explain", "--model", str(path), "--method", "decompx", "--text", "either", "--target", "LABEL_9")
+    assert bad.returncode == 2 and bad.stderr.startswith("inseq-mixing: error:") and "LABEL_9" in bad.stderr
