@@ -109,6 +109,8 @@ def presented(request: Request, result: RunResult, *, rollout: bool, normalize: 
     measure = request.measure
     if measure.is_cross_layer:  # maps carried across layers (DecompX): already through every layer below
         maps = result.results[measure.name]
+        if not measure.state_gives_matrices:
+            return maps
         if rollout:
             raise InvalidInputError(
                 f"{measure.name}'s maps already carry every layer below them; drop rollout=True (rollout applies to "

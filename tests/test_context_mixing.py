@@ -78,7 +78,7 @@ def test_unknown_method_lists_the_available_ones(model: PreTrainedModel) -> None
         context_mixing(model, sample_inputs(model), "altii")
 
 
-PER_HEAD_METHODS = [name for name, m in MEASURES.items() if m.per_head and m.aggregation != "rollout_only"]
+PER_HEAD_METHODS = [name for name, m in MEASURES.items() if m.maps and m.per_head and m.aggregation != "rollout_only"]
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

@@ -28,7 +28,14 @@ _TABLE = (
     Measure("alti", alti, aggregation="rollout", scores_cross_residual=True),
     Measure("value_zeroing", value_zeroing, finish=finish_value_zeroing),
     Measure("attention_rollout", attention, includes_residual=False, aggregation="rollout_only"),
-    Measure("decompx", state=DecompX, needs_ffn=True, explains=True, kinds=frozenset({"encoder", "decoder"})),
+    Measure(
+        "decompx",
+        state=DecompX,
+        needs_ffn=True,
+        explains=True,
+        state_gives_matrices=True,
+        kinds=frozenset({"encoder", "decoder"}),
+    ),
     Measure("logit", state=logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
     Measure("alti_logit", state=alti_logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
 )

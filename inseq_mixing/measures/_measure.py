@@ -62,8 +62,11 @@ class Measure:
         inseq: Registered as an inseq attribution method (``attention`` is inseq's own).
         explains: The measure explains a prediction (:func:`inseq_mixing.attribute_prediction`): its state takes
             ``explained`` (what is explained) and returns per-token scores with the named rest.
-        maps: The measure gives context-mixing matrices (:func:`inseq_mixing.context_mixing`); ``False`` for those
-            that only explain predictions.
+        maps: The measure is available through :func:`inseq_mixing.context_mixing`; ``False`` for those that only
+            explain predictions.
+        state_gives_matrices: A cross-layer state's result is ``[batch, layer, query, key]`` matrices, masked for
+            padding and normalized by ``context_mixing`` like the per-layer measures' (DecompX's maps); otherwise it
+            is returned as the state made it.
     """
 
     name: str
@@ -79,6 +82,7 @@ class Measure:
     inseq: bool = True
     explains: bool = False
     maps: bool = True
+    state_gives_matrices: bool = False
 
     def __post_init__(self) -> None:
         if (self.fn is None) == (self.state is None):
