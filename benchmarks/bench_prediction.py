@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-warmup", action="store_true", help="Skip each method's warm-up run (long inputs).")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**SHAPE)).to(args.device).eval()
@@ -45,10 +46,10 @@ def main() -> None:
     print("| n | method | s | ×fwd |")
     print("|---|---|---|---|")
     for n in args.lengths:
-        measure_length(model, n, args.device, args.repeats)
+        measure_length(model, n, args.device, args.repeats, warmup=not args.no_warmup)
 
 
-def measure_length(model: GPT2LMHeadModel, n: int, device: str, repeats: int) -> None:
+def measure_length(model: GPT2LMHeadModel, n: int, device: str, repeats: int, *, warmup: bool = True) -> None:
     """Print one row per method at length ``n``."""
     ids = torch.randint(0, SHAPE["vocab_size"], (1, n), device=device)
 
@@ -62,7 +63,8 @@ def measure_length(model: GPT2LMHeadModel, n: int, device: str, repeats: int) ->
     tasks["value_zeroing (context_mixing)"] = lambda: context_mixing(model, ids, "value_zeroing")
     forward()  # warm up
     for name, task in tasks.items():
-        task()  # warm up
+        if warmup:
+            task()
         pairs = [(timed(forward, device), timed(task, device)) for _ in range(repeats)]
         fwd, seconds = min(p[0] for p in pairs), min(p[1] for p in pairs)
         print(f"| {n} | {name} | {seconds:.3f} | {seconds / fwd:.1f} |", flush=True)

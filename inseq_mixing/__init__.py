@@ -12,6 +12,7 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
+from .information_flow import flow_contributions, routes
 from .measures import MEASURES, Measure, register_measure
 from .mixing import METHODS, context_mixing
 from .prediction import PredictionAttribution, attribute_prediction
@@ -39,8 +40,10 @@ __all__ = [
     "__version__",
     "attribute_prediction",
     "context_mixing",
+    "flow_contributions",
     "normalize_rows",
     "register_adapter",
     "register_measure",
     "rollout",
+    "routes",
 ]

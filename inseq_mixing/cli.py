@@ -21,7 +21,7 @@ from typing import NoReturn
 from torch import Tensor
 
 from . import errors
-from .cli_explain import add_explain_parser, run_explain
+from .cli_commands import add_explain_parser, add_routes_parser, run_explain, run_routes
 from .errors import UsageError
 from .mixing import METHODS, resolve_method
 
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--plot", type=Path, help="Save per-layer heatmaps to this image file (e.g. out/mix.png).")
     mix.add_argument("--digits", type=_digits, default=2, help="Decimals shown in the table.")
     add_explain_parser(commands, _digits)
+    add_routes_parser(commands)
     for name in INSEQ_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"inseq's '{name}' command (see: inseq-mixing {name} -h).")
     return parser
@@ -378,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_inseq(argv)
     try:
         args = build_parser().parse_args(argv)
-        return run_explain(args) if args.command == "explain" else run_mix(args)
+        runner = {"explain": run_explain, "routes": run_routes}.get(args.command, run_mix)
+        return runner(args)
     except USER_ERRORS as error:
         return _report(error)
 

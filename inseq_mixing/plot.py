@@ -159,6 +159,7 @@ def _methods_figure(
     column_tokens: Sequence[str] | None = None,
     title: str = "",
     column_divider: int | None = None,
+    layer_numbers: Sequence[int] | None = None,
 ) -> Figure:
     plt = _pyplot()
     if not panels:
@@ -176,7 +177,8 @@ def _methods_figure(
         data = matrices.detach().float().cpu().numpy()
         for layer in range(n_layers):
             ax = axes[row, layer]
-            image = _heatmap(ax, data[layer], tokens, column_tokens, f"{method}, layer {layer + 1}")
+            number = layer + 1 if layer_numbers is None else layer_numbers[layer]
+            image = _heatmap(ax, data[layer], tokens, column_tokens, f"{method}, layer {number}")
             if column_divider is not None:
                 _divide(ax, column_divider)
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -193,6 +195,7 @@ def plot_methods(
     column_tokens: Sequence[str] | None = None,
     title: str = "",
     column_divider: int | None = None,
+    layer_numbers: Sequence[int] | None = None,
 ) -> Path:
     """Save several methods' matrices side by side: one row per method, one column per layer.
 
@@ -205,11 +208,13 @@ def plot_methods(
         column_tokens: Column labels when they differ from the rows.
         title: Figure title.
         column_divider: A vertical line before this column on every panel (source | target).
+        layer_numbers: The 1-based layer number of each column (default 1, 2, ...), for a selection of layers.
 
     Returns:
         The path written.
     """
-    figure = _methods_figure(panels, tokens, column_tokens=column_tokens, title=title, column_divider=column_divider)
+    figure = _methods_figure(panels, tokens, column_tokens=column_tokens, title=title, column_divider=column_divider,
+                             layer_numbers=layer_numbers)  # fmt: skip
     return _save(figure, path)
 
 

@@ -307,3 +307,14 @@ def test_explain_a_classifier_label(tmp_path) -> None:
     assert "logit(LABEL_1) − logit(LABEL_0)" in result.stdout
     bad = run_cli("explain", "--model", str(path), "--method", "decompx", "--text", "either", "--target", "LABEL_9")
     assert bad.returncode == 2 and bad.stderr.startswith("inseq-mixing: error:") and "LABEL_9" in bad.stderr
+
+
+def test_routes_command_writes_the_page_and_the_figure(tmp_path) -> None:
+    html, png = tmp_path / "routes.html", tmp_path / "routes.png"
+    result = run_cli("routes", "--model", str(saved_model("gpt2")), "--text", "either you win the game",
+                     "--html", str(html), "--plot", str(png))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "routes to" in result.stdout and "X0_" in result.stdout
+    assert html.stat().st_size > 100_000 and Image.open(png).size[0] > 300  # plotly bundled into the page
+    bad = run_cli("routes", "--model", str(saved_model("gpt2")), "--text", "either", "--threshold", "2")
+    assert bad.returncode == 2 and "--threshold" in bad.stderr

@@ -15,6 +15,7 @@ from .attention_norm import attention_norm
 from .attention_norm_res import attention_norm_res
 from .attention_norm_res_ln import attention_norm_res_ln
 from .decompx import DecompX
+from .ffn_map import attention_ffn_map, ffn_map
 from .globenc import globenc
 from .logit import alti_logit_state, logit_state
 from .value_zeroing import finish_value_zeroing, value_zeroing
@@ -27,6 +28,8 @@ _TABLE = (
     Measure("globenc", globenc, aggregation="rollout", scores_cross_residual=True),
     Measure("alti", alti, aggregation="rollout", scores_cross_residual=True),
     Measure("value_zeroing", value_zeroing, finish=finish_value_zeroing),
+    Measure("ffn_map", ffn_map, includes_residual=False, needs_ffn=True, kinds=frozenset({"encoder", "decoder"})),
+    Measure("attention_ffn_map", attention_ffn_map, needs_ffn=True, kinds=frozenset({"encoder", "decoder"})),
     Measure("attention_rollout", attention, includes_residual=False, aggregation="rollout_only"),
     Measure(
         "decompx",
@@ -75,9 +78,11 @@ __all__ = [
     "ModelKind",
     "alti",
     "attention",
+    "attention_ffn_map",
     "attention_norm",
     "attention_norm_res",
     "attention_norm_res_ln",
+    "ffn_map",
     "globenc",
     "register_measure",
     "value_zeroing",

@@ -1,4 +1,4 @@
-"""``inseq-mixing explain``: each token's contribution to a causal LM's next-token logit or a classifier's label.
+"""The `explain` and `routes` commands of `inseq-mixing` (explaining predictions, information-flow routes).
 
 Example:
     inseq-mixing explain --model path/to/gpt2 --method alti_logit --text "the keys to the cabinet" --foil is
@@ -105,4 +105,64 @@ def run_explain(args: argparse.Namespace) -> int:
 
         written = plot_prediction(out, tokens, args.plot, title=f"{args.method}: {explained}")
         console.print(f"Contributions plotted to {written}")
+    return 0
+
+
+def add_routes_parser(commands: Any) -> None:
+    """The ``routes`` subcommand's arguments."""
+    routes = commands.add_parser("routes", help="Information-flow routes to a prediction, as a graph.")
+    routes.add_argument("--model", required=True, help="Local directory of a pre-LN or parallel decoder.")
+    routes.add_argument("--text", required=True, help="The input text.")
+    routes.add_argument("--position", type=int, default=-1, help="The position whose routes are drawn (-1: last).")
+    routes.add_argument("--threshold", type=float, default=0.04, help="Parts at or below it are dropped (0.04).")
+    routes.add_argument("--html", type=Path, help="Write a self-contained interactive page to this file.")
+    routes.add_argument("--plot", type=Path, help="Save a layered figure to this image file.")
+    routes.add_argument("--per-head", action="store_true", help="One attention edge per head.")
+
+
+def run_routes(args: argparse.Namespace) -> int:
+    """Compute the routes, print a summary of the strongest edges, and write the page and figure asked for."""
+    from rich.console import Console
+    from rich.table import Table
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from .cli import _non_empty, _not_a_directory
+    from .errors import UsageError
+    from .information_flow import routes
+    from .routes_plot import plot_routes, routes_html
+
+    _non_empty("--text", args.text)
+    path = Path(args.model).expanduser()
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise UsageError(_not_a_directory(args.model, "--model") if not path.is_dir() else
+                         f"model directory {args.model!r} has no config.json.")  # fmt: skip
+    if not 0 <= args.threshold < 1:
+        raise UsageError(f"--threshold must be in [0, 1); got {args.threshold}.")
+    AutoConfig.from_pretrained(path, local_files_only=True)
+    transformers_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    ids = tokenizer(args.text, return_tensors="pt", verbose=False)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    if not -len(tokens) <= args.position < len(tokens):
+        raise UsageError(f"--position {args.position} is outside the text's {len(tokens)} tokens.")
+    graph = routes(model, ids, position=args.position, threshold=args.threshold, per_head=args.per_head, tokens=tokens)
+    target = tokens[args.position]
+    size = f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges, threshold {args.threshold}"
+    table = Table(title=f"routes to {target!r} (position {args.position % len(tokens)}): {size}")
+    table.add_column("edge")
+    table.add_column("weight", justify="right")
+    strongest = sorted(graph.edges(data=True), key=lambda edge: -edge[2]["weight"])[:15]
+    for u, v, data in strongest:
+        table.add_row(f"{u} → {v}", f"{data['weight']:.3f}")
+    console = Console()
+    console.print(table)
+    if args.html is not None:
+        full = routes(model, ids, position=None, threshold=args.threshold, per_head=args.per_head, tokens=tokens)
+        written = routes_html(full, args.html, title=f"information flow of {args.text!r}")
+        console.print(f"Interactive page (the whole thresholded graph; click {target!r}'s node) written to {written}")
+    if args.plot is not None:
+        written = plot_routes(graph, args.plot, title=f"routes to {target!r}", tokens=tokens)
+        console.print(f"Layered figure written to {written}")
     return 0
