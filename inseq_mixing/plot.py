@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
 
+    from .prediction import PredictionAttribution
+
 DIVIDER_GID = "column-divider"
 """The ``gid`` of the vertical lines that separate column groups (e.g. source | target)."""
 
@@ -332,7 +334,7 @@ def plot_source_target(
     return _save(_source_target_figure(combined, source_tokens, target_tokens, title=title), path)
 
 
-def _prediction_figure(attribution, tokens: Sequence[str], *, title: str = "") -> Figure:
+def _prediction_figure(attribution: PredictionAttribution, tokens: Sequence[str], *, title: str = "") -> Figure:
     plt = _pyplot()
     scores = attribution.scores[0].detach().float().cpu().numpy()
     if len(tokens) != scores.shape[-1]:
@@ -359,7 +361,9 @@ def _prediction_figure(attribution, tokens: Sequence[str], *, title: str = "") -
     return fig
 
 
-def plot_prediction(attribution, tokens: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+def plot_prediction(
+    attribution: PredictionAttribution, tokens: Sequence[str], path: str | Path, *, title: str = ""
+) -> Path:
     """Save a signed bar chart of each token's contribution to an explained logit (green: for, red: against) and,
     where the method defines it (Logit, ALTI-Logit), a layer × token heatmap of what enters through each layer.
 
