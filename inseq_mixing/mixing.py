@@ -107,7 +107,7 @@ def context_mixing(
 def presented(request: Request, result: RunResult, *, rollout: bool, normalize: bool) -> Tensor | EncoderDecoderMixing:
     """One measure's result as :func:`context_mixing` returns it: normalized and rolled out as asked."""
     measure = request.measure
-    if measure.is_cross_layer:  # maps carried across layers (DecompX): already through every layer below
+    if measure.whole_model:  # maps carried across layers (DecompX) or differentiated (HTA): every layer below
         maps = result.results[measure.name]
         if not measure.state_gives_matrices:
             return maps

@@ -1,4 +1,5 @@
-"""Explaining predictions: each input token's share of a predicted logit (DecompX, ALTI-Logit, Logit).
+"""Explaining predictions: each input token's share of a predicted logit (DecompX, ALTI-Logit, Logit), or its
+relevance to it (gradient-weighted attention rollout).
 
 :func:`attribute_prediction` runs the whole model once without recording to read its head (the predicted outputs
 and the final norm's statistics), then once recording every block, and checks that the per-token scores plus the
@@ -27,7 +28,8 @@ IDENTITY_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 2
 
 @dataclass(frozen=True)
 class PredictionAttribution:
-    """Each input token's contribution to a predicted logit (difference); ``scores.sum(-1) + Σ rest = value``.
+    """Each input token's contribution to a predicted logit (difference): ``scores.sum(-1) + Σ rest = value`` for the
+    methods that decompose it (``decomposes``); relevance scores without that identity otherwise.
 
     With ``position="all"`` every field has an extra ``position`` dimension after ``batch``.
 
@@ -42,6 +44,7 @@ class PredictionAttribution:
         foil: The contrasted output, or ``None``.
         positions: The explained positions ``[batch]`` (the classifier's token for classifiers).
         per_head: ``[batch, layer, head, seq]`` per-head contributions where asked and defined, else ``None``.
+        decomposes: Whether the scores plus the rest add up to ``value`` (checked on every call when they do).
     """
 
     method: str
@@ -53,6 +56,7 @@ class PredictionAttribution:
     foil: Tensor | None
     positions: Tensor
     per_head: Tensor | None = None
+    decomposes: bool = True
 
     def identity_error(self) -> Tensor:
         """``value − (Σ scores + Σ rest)``: 0 up to rounding."""
@@ -80,7 +84,7 @@ def attribute_prediction(
         model: A causal LM (``...ForCausalLM``) or an encoder sequence classifier (``...ForSequenceClassification``)
             of a supported family.
         input_ids: Token ids ``[batch, seq]`` (or ``[seq]``).
-        method: One of ``PREDICTION_METHODS`` (``"logit"``, ``"alti_logit"``, ``"decompx"``).
+        method: One of ``PREDICTION_METHODS`` (``"logit"``, ``"alti_logit"``, ``"decompx"``, ``"grad_rollout"``).
         attention_mask: 1 for real tokens, 0 for padding.
         target: The explained output: a token id (causal LMs) or class (classifiers), one per sequence (an int for
             all); default: the model's prediction. With ``position="all"``: ``[batch, seq]`` (e.g. the next tokens).
@@ -93,13 +97,14 @@ def attribute_prediction(
             reported in ``rest["bias"]``, instead of shared among the tokens by AbsDot).
 
     Returns:
-        A :class:`PredictionAttribution` whose scores plus rest add up to ``value``.
+        A :class:`PredictionAttribution` whose scores plus rest add up to ``value`` (for the methods that decompose
+        the logit; ``grad_rollout`` gives relevance scores).
 
     Raises:
         UnknownMethodError: For a method that does not explain predictions.
         UnsupportedArchitectureError: For a model without a supported head (a bare model, a masked LM, ...).
         InvalidInputError: For targets, foils or positions out of range.
-        DecompositionError: If the contributions do not add up to the real logit.
+        DecompositionError: If a decomposing method's contributions do not add up to the real logit.
 
     Example:
         >>> explained = attribute_prediction(model, ids, "alti_logit", foil=tokenizer.convert_tokens_to_ids("is"))
@@ -127,8 +132,9 @@ def attribute_prediction(
         options["per_head"] = True
     result = run(model, input_ids, [Request(measure, options)], attention_mask=attention_mask,
                  memory_budget=memory_budget).results[measure.name]  # fmt: skip
-    out = _assemble(measure.name, result, explained, single=position != "all")
-    _check_identity(out, model, len(blocks_of(model)))
+    out = _assemble(measure.name, result, explained, single=position != "all", decomposes=measure.decomposes)
+    if out.decomposes:
+        _check_identity(out, model, len(blocks_of(model)))
     return out
 
 
@@ -168,13 +174,17 @@ def _outputs(value, positions: Tensor, n_outputs: int, name: str) -> Tensor:
     return out
 
 
-def _assemble(method: str, result: dict, explained: Explained, *, single: bool) -> PredictionAttribution:
+def _assemble(
+    method: str, result: dict, explained: Explained, *, single: bool, decomposes: bool
+) -> PredictionAttribution:
     per_layer = result["per_layer"]  # [batch, layer, T, seq]
     scores = result.get("scores")
     if scores is None:
         scores = per_layer.sum(1)
     rest = result["rest"]
-    value = explained.linear_logit() if explained.head.output_weight is not None else explained.class_logit()
+    value = result.get("value")
+    if value is None:
+        value = explained.linear_logit() if explained.head.output_weight is not None else explained.class_logit()
     per_head = result.get("per_head")
     per_layer = None if per_layer is None else per_layer.transpose(1, 2)  # [batch, T, layer, seq]
     per_head = None if per_head is None else per_head.permute(0, 3, 1, 2, 4)  # [batch, T, layer, head, seq]
@@ -185,7 +195,7 @@ def _assemble(method: str, result: dict, explained: Explained, *, single: bool) 
     return PredictionAttribution(
         method=method, scores=pick(scores), per_layer=pick(per_layer), rest={k: pick(v) for k, v in rest.items()},
         value=pick(value), target=pick(explained.target), foil=pick(explained.foil),
-        positions=pick(explained.positions), per_head=pick(per_head),
+        positions=pick(explained.positions), per_head=pick(per_head), decomposes=decomposes,
     )  # fmt: skip
 
 

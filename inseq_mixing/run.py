@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .errors import ExtractionError, InvalidInputError, UnknownMethodError, UnknownOptionError
-from .extract import Adapter, EncoderDecoderAdapter, blocks_of, get_adapter, recording, stacks_of
+from .extract import Adapter, EncoderDecoderAdapter, bare_model, blocks_of, get_adapter, recording, stacks_of
 from .extract.heads import active_head_mixes
 from .inputs import ModelInputs, check_model, prepare_inputs
 from .measures import DEFAULT_MEMORY_BUDGET, MEASURES, CrossLayerState, Measure, ModelKind
@@ -78,10 +78,10 @@ def plan(methods: Sequence[str], options: Mapping[str, Any]) -> list[Request]:
 
 
 def _state_options(request: Request, memory_budget: int, padding_mask: Tensor) -> dict[str, Any]:
-    """A cross-layer state's arguments: the request's options, the memory budget, and the padding mask if it reads
-    one (the run layer knows it; users do not pass it)."""
+    """A cross-layer state's (or gradient measure's) arguments: the request's options, the memory budget, and the
+    padding mask if it reads one (the run layer knows it; users do not pass it)."""
     options = {"memory_budget": memory_budget, **request.layer_options}
-    if "padding_mask" in inspect.signature(request.measure.state).parameters:
+    if "padding_mask" in inspect.signature(request.measure.state or request.measure.gradient).parameters:
         options.setdefault("padding_mask", padding_mask)
     return options
 
@@ -137,9 +137,17 @@ def run(
                 f"{request.measure.name} supports {', '.join(sorted(request.measure.kinds))} models; "
                 f"{type(model).__name__} is an {kind} model."
             )
+        layout = getattr(adapter, "layout", None)
+        if layout is not None and layout not in request.measure.layouts:
+            raise InvalidInputError(
+                f"{request.measure.name} supports {', '.join(sorted(request.measure.layouts))} blocks; "
+                f"{type(model).__name__}'s blocks are {adapter.form.describe()}; use another measure for it (see "
+                "docs/measures)."
+            )
     inputs = prepare_inputs(model, adapter, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
     n_layers = {stack: len(blocks_of(model, stack)) for stack in stacks_of(adapter)}
-    per_layer = [r for r in requests if not r.measure.is_cross_layer]
+    per_layer = [r for r in requests if not r.measure.whole_model]
+    recorded = [r for r in requests if not r.measure.is_gradient]
     query_mask = next(iter(inputs.masks.values()))[0]
     states: dict[str, CrossLayerState] = {
         r.measure.name: r.measure.state(**_state_options(r, memory_budget, query_mask))
@@ -163,6 +171,13 @@ def run(
         dtypes[record.stack].append(record.compute_dtype)
         done.add((record.stack, record.layer_idx))
 
+    results: dict[str, Any] = {
+        r.measure.name: r.measure.gradient(model, inputs, **_state_options(r, memory_budget, query_mask))
+        for r in requests
+        if r.measure.is_gradient
+    }
+    if not recorded:
+        return RunResult(raw=raw, results=results, inputs=inputs)
     needs_head = any(r.measure.needs_head for r in requests)
     with recording(
         model,
@@ -172,7 +187,7 @@ def run(
         on_head=heads.append if needs_head else None,
         head_mixes=active_head_mixes(model),
     ):
-        (model if needs_head else model.base_model)(**inputs.forward)  # the head runs only when a measure reads it
+        (model if needs_head else bare_model(model))(**inputs.forward)  # the head runs only when a measure reads it
     for stack, count in n_layers.items():
         missing = [idx for idx in range(count) if (stack, idx) not in done]
         if missing:
@@ -189,5 +204,5 @@ def run(
                 matrices = request.measure.finish(matrices, inputs.masks[stack][0], dtype, **request.finish_options)
             stacked[stack] = matrices
     head = heads[-1] if heads else None
-    results = {name: state.result(head) for name, state in states.items()}
+    results.update({name: state.result(head) for name, state in states.items()})
     return RunResult(raw=raw, results=results, inputs=inputs)

@@ -27,9 +27,18 @@ SUPPORTED_SEQ2SEQ_TYPES = tuple(
 
 
 LAYER_MEASURES: dict[str, Measure] = {
-    name: m for name, m in MEASURES.items() if m.fn is not None and m.fn.__name__ == name
+    name: m for name, m in MEASURES.items() if m.fn is not None and m.fn.__name__ == name and not m.needs_ffn
 }
-"""Every per-layer measure function once (``attention_rollout`` is ``attention``'s function, rolled out)."""
+"""Every per-layer measure function once (``attention_rollout`` is ``attention``'s function, rolled out) that reads
+only the attention block's record (those that read the FFN's parts have their own tests)."""
+
+
+def supports(method: str, model: PreTrainedModel) -> bool:
+    """Whether the measure table declares ``method`` available for ``model``'s kind and block layout."""
+    measure, adapter = MEASURES[method], _get_adapter(model)
+    if isinstance(adapter, EncoderDecoderAdapter):
+        return "encoder-decoder" in measure.kinds
+    return ("decoder" if adapter.is_causal else "encoder") in measure.kinds and adapter.layout in measure.layouts
 
 
 @functools.cache

@@ -17,11 +17,22 @@ from inseq_mixing import (
 )
 from inseq_mixing.extract import get_adapter
 
-from ._helpers import sample_inputs
+from ._helpers import sample_inputs, supports
+
+
+def refused(model: PreTrainedModel, method: str) -> bool:
+    """For a method the table does not declare for ``model``: check that it is refused clearly (and say so)."""
+    if supports(method, model):
+        return False
+    with pytest.raises(InvalidInputError, match=f"{method} supports"):
+        context_mixing(model, sample_inputs(model, batch=1, seq=3), method)
+    return True
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_layout_rows_and_causal_zeros(model: PreTrainedModel, method: str) -> None:
+    if refused(model, method):
+        return
     ids = sample_inputs(model, batch=2, seq=6)
     mixing = context_mixing(model, ids, method)
     assert mixing.shape == (2, model.config.num_hidden_layers, 6, 6)
@@ -36,6 +47,8 @@ def test_layout_rows_and_causal_zeros(model: PreTrainedModel, method: str) -> No
 
 @pytest.mark.parametrize("method", METHODS)
 def test_padded_batch_equals_each_sequence_alone(model: PreTrainedModel, method: str) -> None:
+    if refused(model, method):
+        return
     ids = sample_inputs(model, batch=2, seq=7)
     mask = torch.ones_like(ids)
     is_causal = get_adapter(model).is_causal
@@ -74,7 +87,7 @@ def test_one_dimensional_input_is_a_batch_of_one(model: PreTrainedModel) -> None
 
 
 def test_unknown_method_lists_the_available_ones(model: PreTrainedModel) -> None:
-    with pytest.raises(UnknownMethodError, match=r"'altii'.*alti, value_zeroing, attention_rollout"):
+    with pytest.raises(UnknownMethodError, match=r"'altii'; available: attention, .*alti, value_zeroing, .*hta"):
         context_mixing(model, sample_inputs(model), "altii")
 
 

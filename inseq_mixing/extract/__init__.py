@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from ..errors import UnsupportedArchitectureError
 from ._adapter import Adapter, AdapterChoice, EncoderDecoderAdapter, FFNParts
-from ._modules import eager_attention, resolve
+from ._modules import bare_model, eager_attention, resolve
 from ._recording import OnHead, OnLayer, recording
 from .bart import BART, MBART
 from .bert import BERT, ELECTRA, ROBERTA
@@ -106,7 +106,7 @@ def blocks_of(model: PreTrainedModel, stack: str = "layers") -> nn.ModuleList:
     adapter = get_adapter(model)
     if isinstance(adapter, EncoderDecoderAdapter):
         adapter = getattr(adapter, stack if stack != "layers" else "encoder")
-    return resolve(model.base_model, adapter.blocks, field="blocks", where=type(model).__name__)  # type: ignore[return-value]
+    return resolve(bare_model(model), adapter.blocks, field="blocks", where=type(model).__name__)  # type: ignore[return-value]
 
 
 __all__ = [
@@ -117,6 +117,7 @@ __all__ = [
     "FFNParts",
     "OnHead",
     "OnLayer",
+    "bare_model",
     "blocks_of",
     "eager_attention",
     "get_adapter",

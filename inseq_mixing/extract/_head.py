@@ -20,7 +20,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from ..errors import ExtractionError
 from ..record import HeadRecord, HeadStep, NormRecord
 from ._adapter import Adapter, ClassifierStep, EncoderDecoderAdapter
-from ._modules import eval_mode, first_tensor, input_output_weight, resolve
+from ._modules import bare_model, eval_mode, first_tensor, input_output_weight, resolve
 from ._recorder import Session
 from ._verify import verify_head
 
@@ -29,7 +29,7 @@ OnHead = Callable[[HeadRecord], None]
 
 def head_kind(model: PreTrainedModel, adapter: Adapter | EncoderDecoderAdapter) -> str:
     """``"causal_lm"``, ``"classifier"`` (a supported sequence-classification head) or ``"none"``."""
-    if isinstance(adapter, EncoderDecoderAdapter) or model is model.base_model:
+    if isinstance(adapter, EncoderDecoderAdapter) or model is bare_model(model):
         return "none"
     if adapter.is_causal and model.get_output_embeddings() is not None:
         return "causal_lm"
@@ -49,11 +49,11 @@ class HeadRecorder:
         self.model, self.adapter, self.on_head, self.kind = model, adapter, on_head, head_kind(model, adapter)
         self.final_norm = None
         if adapter.final_norm is not None:
-            self.final_norm = resolve(model.base_model, adapter.final_norm, field="final_norm", where=where)
+            self.final_norm = resolve(bare_model(model), adapter.final_norm, field="final_norm", where=where)
         self.steps: list[tuple[nn.Module, Callable[[Tensor], Tensor] | None]] = []
         if self.kind == "classifier":
             self.steps = [self._step(step, where) for step in adapter.classifier.steps]
-        self.last_block = resolve(model.base_model, adapter.blocks, field="blocks", where=where)[-1]
+        self.last_block = resolve(bare_model(model), adapter.blocks, field="blocks", where=where)[-1]
         self.softcap = getattr(model.config, "final_logit_softcapping", None) if self.kind == "causal_lm" else None
         self.slots: dict[str, Tensor] = {}
 
@@ -92,7 +92,7 @@ class HeadRecorder:
             logits = output[0]
         slots, self.slots = self.slots, {}
         head = self.record(slots, logits)
-        n_layers = len(resolve(self.model.base_model, self.adapter.blocks))
+        n_layers = len(resolve(bare_model(self.model), self.adapter.blocks))
         verify_head(head, type(self.model).__name__, n_layers)  # the head counts as the layer after the last
         self.on_head(head)
 

@@ -42,6 +42,20 @@ def resolve(root: nn.Module, path: str, *, field: str | None = None, where: str 
     return module
 
 
+def bare_model(model: nn.Module) -> nn.Module:
+    """The model without its head: ``model.base_model``, or, for heads whose ``base_model_prefix`` names no
+    submodule (transformers 4.57's ``Gemma3ForCausalLM`` has ``model`` but the prefix ``language_model``), the
+    pretrained submodule the head wraps."""
+    base = getattr(model, "base_model", model)
+    if base is not model:
+        return base
+    for name in ("model", "transformer", "language_model"):
+        child = getattr(model, name, None)
+        if isinstance(child, nn.Module) and hasattr(child, "config"):
+            return child
+    return model
+
+
 def first_tensor(output: Any) -> Tensor:
     """A module's main output: the first element of a tuple, list or transformers ``ModelOutput``."""
     if isinstance(output, ModelOutput):

@@ -19,7 +19,7 @@ from ..record import LayerRecord
 from ._adapter import Adapter, EncoderDecoderAdapter
 from ._assemble import assemble
 from ._head import HeadRecorder, OnHead
-from ._modules import eager_attention, eval_mode, resolve
+from ._modules import bare_model, eager_attention, eval_mode, resolve
 from ._recorder import BlockRecorder, Session
 from ._rerun import rest_of_block
 from ._verify import tolerance_for, verify_layer
@@ -61,7 +61,7 @@ def recording(
     recorders: list[BlockRecorder] = []
     by_stack: dict[str, list[BlockRecorder]] = {}
     for stack, view in views(adapter).items():
-        blocks = resolve(model.base_model, view.blocks, field="blocks", where=model_class)
+        blocks = resolve(bare_model(model), view.blocks, field="blocks", where=model_class)
         if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
             raise ExtractionError(
                 f"{model_class}: adapter field 'blocks' = '{view.blocks}' is a {type(blocks).__name__}"
@@ -76,7 +76,7 @@ def recording(
         stack_recorders[-1].is_last = True
         if view.final_norm is not None:
             stack_recorders[-1].final_norm = resolve(
-                model.base_model, view.final_norm, field="final_norm", where=model_class
+                bare_model(model), view.final_norm, field="final_norm", where=model_class
             )
         if stack == "cross":  # the decoder self-attention's rest of block runs through the cross-attention
             for decoder_recorder, cross_recorder in zip(by_stack["decoder"], stack_recorders, strict=True):

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 
 from ..errors import InvalidInputError
 from ._adapter import Adapter, EncoderDecoderAdapter
-from ._modules import resolve
+from ._modules import bare_model, resolve
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, list[Tensor]] = weakref.WeakKeyDictionary()
 """Output projection -> the head-mixing matrices active on it, innermost last."""
@@ -45,7 +45,7 @@ def _output_projection(model: PreTrainedModel, layer: int, stack: str) -> nn.Mod
     view: Adapter = getattr(adapter, stack if stack != "layers" else "encoder") if isinstance(
         adapter, EncoderDecoderAdapter
     ) else adapter  # fmt: skip
-    blocks = resolve(model.base_model, view.blocks, field="blocks", where=type(model).__name__)
+    blocks = resolve(bare_model(model), view.blocks, field="blocks", where=type(model).__name__)
     if not isinstance(layer, int) or not 0 <= layer < len(blocks):
         raise InvalidInputError(
             f"Layer {layer!r} out of range: the {stack} stack of {type(model).__name__} has {len(blocks)} layers "

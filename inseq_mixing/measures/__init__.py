@@ -7,8 +7,11 @@ the CLI, the docs and the parametrized tests read this table.
 
 from __future__ import annotations
 
+from ..block import Layout
+from ..gradients.grad_rollout import grad_rollout
+from ..gradients.hta import hta
 from ._chunks import DEFAULT_MEMORY_BUDGET
-from ._measure import EVERY_KIND, Aggregation, CrossLayerState, Measure, ModelKind
+from ._measure import EVERY_KIND, EVERY_LAYOUT, Aggregation, CrossLayerState, Measure, ModelKind
 from .alti import alti
 from .attention import attention
 from .attention_norm import attention_norm
@@ -20,6 +23,9 @@ from .globenc import globenc
 from .logit import alti_logit_state, logit_state
 from .value_zeroing import finish_value_zeroing, value_zeroing
 
+_SINGLE_STACK: frozenset[ModelKind] = frozenset({"encoder", "decoder"})
+_SERIAL: frozenset[Layout] = frozenset({"post_ln", "pre_ln"})  # the FFN reads what the attention block mixed
+
 _TABLE = (
     Measure("attention", attention, includes_residual=False, inseq=False),  # inseq's own ``attention`` stays
     Measure("attention_norm", attention_norm, includes_residual=False),
@@ -28,8 +34,8 @@ _TABLE = (
     Measure("globenc", globenc, aggregation="rollout", scores_cross_residual=True),
     Measure("alti", alti, aggregation="rollout", scores_cross_residual=True),
     Measure("value_zeroing", value_zeroing, finish=finish_value_zeroing),
-    Measure("ffn_map", ffn_map, includes_residual=False, needs_ffn=True, kinds=frozenset({"encoder", "decoder"})),
-    Measure("attention_ffn_map", attention_ffn_map, needs_ffn=True, kinds=frozenset({"encoder", "decoder"})),
+    Measure("ffn_map", ffn_map, includes_residual=False, needs_ffn=True, kinds=_SINGLE_STACK, layouts=_SERIAL),
+    Measure("attention_ffn_map", attention_ffn_map, needs_ffn=True, kinds=_SINGLE_STACK, layouts=_SERIAL),
     Measure("attention_rollout", attention, includes_residual=False, aggregation="rollout_only"),
     Measure(
         "decompx",
@@ -37,10 +43,19 @@ _TABLE = (
         needs_ffn=True,
         explains=True,
         state_gives_matrices=True,
-        kinds=frozenset({"encoder", "decoder"}),
+        kinds=_SINGLE_STACK,
     ),
+    Measure("hta", gradient=hta, state_gives_matrices=True, kinds=_SINGLE_STACK),
     Measure("logit", state=logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
     Measure("alti_logit", state=alti_logit_state, kinds=frozenset({"decoder"}), explains=True, maps=False),
+    Measure(
+        "grad_rollout",
+        gradient=grad_rollout,
+        kinds=_SINGLE_STACK,
+        explains=True,
+        maps=False,
+        decomposes=False,
+    ),
 )
 
 MEASURES: dict[str, Measure] = {measure.name: measure for measure in _TABLE}
@@ -69,6 +84,7 @@ def register_measure(measure: Measure) -> None:
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "EVERY_KIND",
+    "EVERY_LAYOUT",
     "MEASURES",
     "METHODS",
     "PREDICTION_METHODS",
