@@ -11,7 +11,9 @@ from .errors import (
     UnknownOptionError,
     UnsupportedArchitectureError,
 )
+from .evaluation import EvaluationResult, evaluate
 from .extract import Adapter, EncoderDecoderAdapter, register_adapter
+from .gradients import HiddenTokenAttribution, hidden_token_attribution
 from .information_flow import flow_contributions, routes
 from .measures import MEASURES, Measure, register_measure
 from .mixing import METHODS, context_mixing
@@ -29,7 +31,9 @@ __all__ = [
     "Adapter",
     "DecompositionError",
     "EncoderDecoderAdapter",
+    "EvaluationResult",
     "ExtractionError",
+    "HiddenTokenAttribution",
     "InvalidInputError",
     "Measure",
     "OffloadedWeightsError",
@@ -40,7 +44,9 @@ __all__ = [
     "__version__",
     "attribute_prediction",
     "context_mixing",
+    "evaluate",
     "flow_contributions",
+    "hidden_token_attribution",
     "normalize_rows",
     "register_adapter",
     "register_measure",

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import errors
 from .cli_commands import add_explain_parser, add_routes_parser, run_explain, run_routes
+from .cli_corpus import add_corpus_parsers, run_corpus
 from .errors import UsageError
 from .mixing import METHODS, resolve_method
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--digits", type=_digits, default=2, help="Decimals shown in the table.")
     add_explain_parser(commands, _digits)
     add_routes_parser(commands)
+    add_corpus_parsers(commands)
     for name in INSEQ_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"inseq's '{name}' command (see: inseq-mixing {name} -h).")
     return parser
@@ -379,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_inseq(argv)
     try:
         args = build_parser().parse_args(argv)
-        runner = {"explain": run_explain, "routes": run_routes}.get(args.command, run_mix)
+        runners = {"explain": run_explain, "routes": run_routes, "evaluate": run_corpus, "attribute-corpus": run_corpus}
+        runner = runners.get(args.command, run_mix)
         return runner(args)
     except USER_ERRORS as error:
         return _report(error)

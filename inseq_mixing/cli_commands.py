@@ -84,9 +84,10 @@ def run_explain(args: argparse.Namespace) -> int:
         f" − logit({name(int(out.foil[0]))})" if foil is not None else ""
     )
     digits = args.digits
-    table = Table(title=f"{args.method}: each token's contribution to {explained} — {type(model).__name__}")
+    what = "contribution" if out.decomposes else "relevance"
+    table = Table(title=f"{args.method}: each token's {what} to {explained} — {type(model).__name__}")
     table.add_column("token", style="bold")
-    table.add_column("contribution", justify="right")
+    table.add_column(what, justify="right")
     for token, score in zip(tokens, out.scores[0].tolist(), strict=True):
         table.add_row(token, f"[{'green' if score >= 0 else 'red'}]{score:+.{digits}f}[/]")
     rest = {key: float(value[0]) for key, value in out.rest.items()}
@@ -97,7 +98,8 @@ def run_explain(args: argparse.Namespace) -> int:
             table.add_row(f"  {key}", f"{value:+.{digits}f}")
     table.add_section()
     table.add_row(explained, f"{float(out.value[0]):+.{digits}f}")
-    table.add_row("identity residual", f"{float(out.identity_error()[0]):+.1e}")
+    if out.decomposes:
+        table.add_row("identity residual", f"{float(out.identity_error()[0]):+.1e}")
     console = Console()
     console.print(table)
     if args.plot is not None:
