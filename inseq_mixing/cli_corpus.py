@@ -34,6 +34,8 @@ def _common(command: Any) -> None:
     command.add_argument("--max-examples", type=int, help="Only the first examples of the dataset.")
     command.add_argument("--max-length", type=int, help="Truncate texts to this many tokens.")
     command.add_argument("--device", help="cpu, cuda, cuda:1... (default: this rank's GPU if any, else cpu).")
+    command.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                         help="A method's option, e.g. hta.samples=8 (repeatable; values parsed as JSON).")  # fmt: skip
     command.add_argument("--no-progress", action="store_true", help="No progress bars.")
 
 
@@ -66,7 +68,8 @@ def run_corpus(args: argparse.Namespace) -> int:
         _quiet_libraries()
         model, tokenizer = load_model(args.model, device=shard.device)
         options = {"metric": [m.strip() for m in args.metric.split(",")], "bins": args.bins} if evaluating else {}
-        task = make_task(model, tokenizer, methods, deletion=deletion, max_length=args.max_length, **options)
+        task = make_task(model, tokenizer, methods, deletion=deletion, max_length=args.max_length,
+                         method_options=_method_options(args.option), **options)  # fmt: skip
         data = load_texts(args.data, args.text_column)
         n = len(data) if args.max_examples is None else min(len(data), args.max_examples)
         texts = data[:n][args.text_column]
@@ -112,6 +115,22 @@ def _report(args: argparse.Namespace, rows: Any, evaluating: bool) -> None:
 
 
 _ROW_COLUMNS = ("example", "method", "metric", "bin", "value", "target", "probability")
+
+
+def _method_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["hta.samples=8"]`` as ``{"hta": {"samples": 8}}``."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        method, _, key = name.partition(".")
+        if not (method and key and _):
+            raise UsageError(f"--option expects METHOD.NAME=VALUE, e.g. hta.samples=8; got {item!r}.")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        options.setdefault(method.strip(), {})[key.strip()] = parsed
+    return options
 
 
 def _deletion(value: str) -> str | int:

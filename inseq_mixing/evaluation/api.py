@@ -7,7 +7,7 @@ evaluate`` command (:mod:`inseq_mixing.evaluation.corpus`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 from tqdm.auto import tqdm
 
@@ -17,6 +17,7 @@ from .result import EvaluationResult
 from .runner import evaluate_texts, make_task
 
 
+@no_type_check  # validates its own arguments (make_task): users get a message, not a type-check error
 def evaluate(
     model: Any,
     dataset: Any,

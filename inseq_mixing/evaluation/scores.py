@@ -71,8 +71,12 @@ def token_scores(
     options = dict(options or {})
     if method == RANDOM:
         seeds = torch.arange(ids.shape[0]) if seeds is None else seeds
-        draws = [torch.rand(ids.shape[1], generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-        return torch.stack(draws).to(mask.device) * mask
+        scores = torch.zeros(mask.shape, device=mask.device)
+        for row, seed in enumerate(seeds):  # drawn for the real tokens only: padding does not shift the draws
+            real = mask[row].nonzero()[:, 0]
+            draws = torch.rand(len(real), generator=torch.Generator().manual_seed(int(seed)))
+            scores[row, real] = draws.to(mask.device)
+        return scores
     measure = MEASURES[method]
     if measure.explains:
         position = None if head_kind(model, get_adapter(model)) == "classifier" else positions

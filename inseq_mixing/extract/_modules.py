@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from torch import Tensor, nn
@@ -87,6 +87,28 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     finally:
         for config, value in saved:
             config.__dict__["_attn_implementation_internal"] = value
+
+
+@contextmanager
+def differentiable_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with attention that has forward-mode and double-backward formulas.
+
+    Scaled dot-product attention is restricted to its composite (math) kernel, which has both (the fused kernels have
+    neither); other implementations (flash, flex) are switched to eager for the call. Eager and SDPA models keep
+    their setting: some (e.g. DistilBERT on transformers 4.57) pick their attention class when built and their mask
+    format from the config, so switching the config alone would break them.
+    """
+    with ExitStack() as stack:
+        if any(config.__dict__.get("_attn_implementation_internal") not in (None, "eager", "sdpa")
+               for config in _configs_of(model)):  # fmt: skip
+            stack.enter_context(eager_attention(model))
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # torch < 2.3: no kernel selection
+            pass
+        else:
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 @contextmanager

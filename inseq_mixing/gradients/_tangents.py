@@ -18,7 +18,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from ..errors import ExtractionError
-from ..extract._modules import bare_model, eager_attention, eval_mode, first_tensor
+from ..extract._modules import bare_model, differentiable_attention, eval_mode, first_tensor
 
 Reduce = Callable[[int, Tensor], None]
 """Called with ``(layer, output tangents [B, seq, d_model])`` once per block."""
@@ -27,7 +27,7 @@ Reduce = Callable[[int, Tensor], None]
 def replicate(forward: dict[str, Any], index: int, copies: int) -> dict[str, Any]:
     """The forward arguments of sequence ``index`` repeated ``copies`` times along the batch."""
     return {
-        name: value[index : index + 1].expand(copies, *value.shape[1:]) if isinstance(value, Tensor) else value
+        name: value[index : index + 1].repeat(copies, *[1] * (value.dim() - 1)) if isinstance(value, Tensor) else value
         for name, value in forward.items()
     }
 
@@ -74,7 +74,12 @@ def block_tangents(
 
     try:
         with ExitStack() as stack:
-            for context in (fwAD.dual_level(), torch.no_grad(), eval_mode(model), eager_attention(model)):
+            for context in (
+                fwAD.dual_level(),
+                torch.no_grad(),
+                eval_mode(model),
+                differentiable_attention(model),
+            ):
                 stack.enter_context(context)
             stack.enter_context(_first_input_replaced(blocks[0], dual, where))
             stack.enter_context(_outputs_seen(blocks, see))
@@ -95,7 +100,7 @@ def _block_tangents_reverse(
         inputs.append(h.detach().requires_grad_(True))
         return inputs[-1]
 
-    with torch.enable_grad(), eval_mode(model), eager_attention(model):
+    with torch.enable_grad(), eval_mode(model), differentiable_attention(model):
         with _first_input_replaced(blocks[0], leaf, where), _outputs_seen(blocks, lambda i, out: outputs.append(out)):
             bare_model(model)(**forward)
         dummies = [torch.zeros_like(out, requires_grad=True) for out in outputs]

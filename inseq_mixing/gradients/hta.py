@@ -18,8 +18,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
-from ..extract import blocks_of
-from ..inputs import ModelInputs
+from ..extract import blocks_of, get_adapter
+from ..inputs import ModelInputs, check_model, prepare_inputs
 from ..measures._chunks import DEFAULT_MEMORY_BUDGET
 from ._tangents import block_tangents, replicate
 
@@ -49,23 +49,30 @@ class HiddenTokenAttribution:
 
 def hidden_token_attribution(
     model: Any,
-    inputs: ModelInputs,
+    inputs: ModelInputs | Any,
+    attention_mask: Any = None,
     *,
     samples: int | None = None,
     seed: int = 0,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> HiddenTokenAttribution:
-    """HTA of a validated batch (use :func:`inseq_mixing.context_mixing` with ``"hta"`` for the normalized maps).
+    """HTA with its raw squared norms and, for the estimate, standard errors (use
+    :func:`inseq_mixing.context_mixing` with ``"hta"`` for the row-normalized maps).
 
     Args:
         model: A supported encoder or decoder-only model.
-        inputs: The validated inputs (``inseq_mixing.inputs.prepare_inputs``).
+        inputs: Token ids ``[batch, seq]`` (or ``[seq]``), or inputs already validated by
+            ``inseq_mixing.inputs.prepare_inputs``.
+        attention_mask: The padding mask of ``inputs`` when they are token ids.
         samples: ``None`` for the exact value; otherwise Rademacher probes per input token.
         seed: Seed of the probes.
         memory_budget: Bytes the batched passes may use (more, smaller passes when short).
     """
     if samples is not None and (not isinstance(samples, int) or samples < 2):
         raise InvalidInputError(f"samples must be an integer >= 2 (it also gives the error bars); got {samples!r}.")
+    if not isinstance(inputs, ModelInputs):
+        model = check_model(model)
+        inputs = prepare_inputs(model, get_adapter(model), inputs, attention_mask)
     blocks = blocks_of(model)
     mask = inputs.masks["layers"][0]
     batch, seq = mask.shape

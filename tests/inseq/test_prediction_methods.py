@@ -1,4 +1,5 @@
-"""decompx, alti_logit and logit through inseq: each step's scores are attribute_prediction's for that step's token."""
+"""decompx, alti_logit, logit and grad_rollout through inseq: each step's scores are attribute_prediction's for that
+step's token."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .conftest import load
 PROMPT, FORCED = "either you win the", "either you win the game or you"
 
 
-@pytest.mark.parametrize("method", ["decompx", "alti_logit", "logit"])
+@pytest.mark.parametrize("method", ["decompx", "alti_logit", "logit", "grad_rollout"])
 def test_each_step_explains_its_own_token(method: str) -> None:
     model = load("gpt2", method)
     out = model.attribute(PROMPT, FORCED, show_progress=False, step_scores=["probability"])

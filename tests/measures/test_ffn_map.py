@@ -74,7 +74,7 @@ def test_maps_are_normalized_masked_and_the_whole_layer_includes_the_residual() 
 
 def test_parallel_blocks_get_a_clear_error() -> None:
     model = build_tiny_model("phi")
-    with pytest.raises(InvalidInputError, match="FFN reads the block input"):
+    with pytest.raises(InvalidInputError, match=r"supports post_ln, pre_ln blocks; PhiModel's blocks are parallel"):
         context_mixing(model, sample_inputs(model), "ffn_map")
 
 
