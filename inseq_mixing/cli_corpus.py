@@ -56,11 +56,12 @@ def add_corpus_parsers(commands: Any) -> None:
 def run_corpus(args: argparse.Namespace) -> int:
     """Run this process's shard, then (rank 0) merge: the evaluate table and curves, or a count of rows."""
     from .evaluation.corpus import barrier, distributed, read_rows, run_shard
-    from .evaluation.data import load_model, load_texts
+    from .evaluation.data import load_model, load_texts, require_evaluation_packages
     from .evaluation.runner import attribute_texts, evaluate_texts, make_task
 
     if args.batch_size < 1 or args.flush_every < 1:
         raise UsageError("--batch-size and --flush-every must be at least 1.")
+    require_evaluation_packages()
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     evaluating = args.command == "evaluate"
     deletion = _deletion(args.deletion) if evaluating else "auto"

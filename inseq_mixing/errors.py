@@ -62,5 +62,9 @@ class OffloadedWeightsError(ValueError):
         )
 
 
+class MissingDependencyError(ImportError):
+    """An optional dependency of the requested feature is not installed; the message names the extra to install."""
+
+
 class UsageError(ValueError):
     """A mistake on the command line; the message says what was wrong and what to pass instead."""

@@ -1,8 +1,10 @@
-"""The ``inseq-mixing`` command end to end, in subprocesses."""
+"""The ``inseq-mixing`` command end to end: through ``main`` in this process, and once through the real entry point."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import os
 import subprocess
@@ -20,15 +22,32 @@ from ._tiny_models import MAX_LEN, WORDS, save_tiny
 from .inseq.conftest import saved_model
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inseq_mixing.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400"},  # wide enough that rich never wraps a table
-    )
+def run_cli(*args: str, cwd=None, fresh_process: bool = False) -> subprocess.CompletedProcess[str]:
+    """The command's exit status, stdout and stderr: in this process through :func:`main` (fast), or with
+    ``fresh_process`` as ``python -m inseq_mixing.cli`` (the real entry point, ~10 s of imports)."""
+    env = {"HF_HUB_OFFLINE": "1", "COLUMNS": "400"}  # wide enough that rich never wraps a table
+    if fresh_process:
+        return subprocess.run([sys.executable, "-m", "inseq_mixing.cli", *args], capture_output=True, text=True,
+                              timeout=300, cwd=cwd, env={**os.environ, **env})  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+    os.environ.update(env)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's own errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["inseq-mixing", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -73,6 +92,7 @@ def test_attribute_runs_inseq_command_with_our_method(tmp_path) -> None:
     result = run_cli(
         "attribute", "-a", "globenc", "-m", str(saved_model("gpt2")), "--input_texts", "either you win",
         "--generation_kwargs", '{"max_new_tokens": 3}', "--save_path", str(out_file), "--hide_attributions",
+        fresh_process=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     saved = json.loads(out_file.read_text())

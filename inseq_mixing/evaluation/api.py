@@ -11,7 +11,7 @@ from typing import Any, no_type_check
 
 from tqdm.auto import tqdm
 
-from .data import load_model, load_texts
+from .data import load_model, load_texts, require_evaluation_packages
 from .faithfulness import DEFAULT_BINS, METRICS, Deletion
 from .result import EvaluationResult
 from .runner import evaluate_texts, make_task
@@ -64,6 +64,7 @@ def evaluate(
         >>> result = evaluate("path/to/classifier", "reviews.csv", ["decompx", "alti", "attention_rollout", "random"])
         >>> print(result)
     """
+    require_evaluation_packages()
     model, tokenizer = load_model(model, tokenizer)
     task = make_task(model, tokenizer, methods, metric=metric, bins=bins, deletion=deletion,
                      method_options=method_options, max_length=max_length)  # fmt: skip

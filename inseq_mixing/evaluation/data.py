@@ -3,14 +3,32 @@ with its tokenizer, or a local model directory."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingDependencyError
 
 FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 """File suffixes read with ``datasets.load_dataset`` and the builder each uses."""
+
+
+EVALUATION_PACKAGES = ("datasets", "pandas", "pyarrow")
+"""What evaluation and corpus runs import (the ``evaluate`` extra)."""
+
+
+def require_evaluation_packages() -> None:
+    """Check that evaluation's optional packages are installed.
+
+    Raises:
+        MissingDependencyError: Naming the missing packages and ``pip install 'inseq-mixing[evaluate]'``.
+    """
+    missing = [name for name in EVALUATION_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"Evaluation needs {', '.join(missing)}: pip install 'inseq-mixing[evaluate]' (or install them directly)."
+        )
 
 
 def load_texts(dataset: Any, text_column: str = "text") -> Any:

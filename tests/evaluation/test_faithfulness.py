@@ -152,3 +152,15 @@ def test_the_table_the_dataframe_and_the_curves(tmp_path) -> None:
     assert EvaluationResult.from_rows(result.rows.sample(frac=1, random_state=0)).rows.equals(result.rows)
     image = Image.open(result.plot(tmp_path / "curves.png"))
     assert image.size[0] > image.size[1]  # two panels side by side
+
+
+def test_a_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from inseq_mixing.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    model, tokenizer = classifier()
+    with pytest.raises(MissingDependencyError, match=r"pyarrow: pip install 'inseq-mixing\[evaluate\]'"):
+        evaluate(model, TEXTS, ["alti"], tokenizer=tokenizer)
